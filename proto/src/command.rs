@@ -1,0 +1,124 @@
+//! Raft log commands and their responses, plus the records the replicated state holds.
+//!
+//! A command carries every input its application needs, including the leader's wall time
+//! (`now_unix_ms`), so that applying it is deterministic on every replica. The apply logic itself
+//! is `mesh_core::state::MeshState::apply`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ClusterName, NodeName, ServiceName, TrustDomain};
+use crate::resource::{ResourceKey, StoredResource};
+
+/// One entry of the replicated log's application data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// First command of a cluster's life: name, trust domain, CA and the bootstrap credentials.
+    InitCluster {
+        cluster: ClusterName,
+        trust_domain: TrustDomain,
+        ca: CaMaterial,
+        /// SHA-256 (hex) of the operator and join tokens; the tokens themselves are never stored.
+        operator_token_sha256: String,
+        join_token_sha256: String,
+        gossip_key: GossipKey,
+        now_unix_ms: u64,
+    },
+    /// Create or replace a batch of already-validated resources, atomically. Every resource in
+    /// the batch gets the same new revision. A `expect_version` mismatch rejects the whole batch.
+    ApplyResources { resources: Vec<ResourceWrite>, now_unix_ms: u64 },
+    /// Delete one resource. Deleting a missing resource is reported, not an error of the log.
+    DeleteResource { key: ResourceKey, now_unix_ms: u64 },
+    /// Record a control node and assign it the next free Raft node id.
+    RegisterControlNode { info: ControlNodeInfo, now_unix_ms: u64 },
+    /// Store a credential (its hash only).
+    PutCredential { token_sha256: String, credential: Credential },
+    /// Revoke every credential bound to `node`.
+    RevokeNode { node: NodeName, now_unix_ms: u64 },
+}
+
+/// One resource write inside [`Command::ApplyResources`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceWrite {
+    pub key: ResourceKey,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub spec_json: String,
+    /// Optimistic concurrency: apply only if the stored version equals this (0 = must not exist).
+    pub expect_version: Option<u64>,
+}
+
+/// The outcome of applying one command. Every variant is a normal outcome: the log never holds a
+/// command that "failed" in a way replicas could disagree on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum CommandResponse {
+    /// Membership and blank entries.
+    #[default]
+    None,
+    Initialized,
+    /// The cluster was already initialised; nothing changed.
+    AlreadyInitialized,
+    /// Resources written at this revision; `unchanged` lists writes that were identical.
+    Applied { version: u64, changed: Vec<ResourceKey>, unchanged: Vec<ResourceKey> },
+    Deleted { version: u64 },
+    NotFound { key: ResourceKey },
+    /// An `expect_version` did not match; nothing in the batch was written.
+    Conflict { key: ResourceKey, expected: u64, actual: u64 },
+    NodeRegistered { node_id: u64 },
+    CredentialStored,
+    Revoked { credentials: u32 },
+}
+
+/// The cluster CA, as held in Raft. Only control nodes ever see `key_pem`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaMaterial {
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// `sha256:<hex>` of the CA certificate's DER, which clients pin.
+    pub fingerprint: String,
+    pub not_after_unix: u64,
+}
+
+/// A LAN or WAN gossip key (issue C uses it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipKey {
+    pub id: u32,
+    pub key_b64: String,
+}
+
+/// A control node's addresses. `node_id` is assigned by the state machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlNodeInfo {
+    pub node_id: u64,
+    pub name: NodeName,
+    pub raft_addr: String,
+    pub api_addr: String,
+}
+
+/// What a bearer token lets its holder do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CredentialKind {
+    /// Full operator access to the API.
+    Operator,
+    /// May join a control node: obtain `mesh/control/<node>` for the node it names at join.
+    ControlJoin,
+    /// An agent on `node`: may obtain `mesh/agent/<node>` and the workload identities of
+    /// `services`, and nothing else.
+    Agent { node: NodeName, services: Vec<ServiceName> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    pub kind: CredentialKind,
+    pub created_unix_ms: u64,
+    /// 0 = never expires.
+    pub expires_unix_ms: u64,
+    pub revoked: bool,
+}
+
+/// A stored resource, or its deletion, at one revision: the unit of the watch stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub version: u64,
+    pub key: ResourceKey,
+    /// `None` = deleted.
+    pub resource: Option<StoredResource>,
+}
