@@ -1,1 +1,109 @@
-fn main() {}
+//! mesh-bench: the side-by-side benchmark harness (DESIGN §10). It runs every benchmark that
+//! exists, rewrites BENCHMARKS.md with the machine, the commands, medians and ratios, and with
+//! `--json` prints one JSON object whose keys are every figure DESIGN §10 defines (`null` until
+//! measured).
+//!
+//! Pinning: the meshd processes run on CPU 1 (`taskset -c 1`), this process on CPU 0, so the
+//! client and the servers do not steal each other's core and cross-vCPU noise is constant.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use clap::Parser;
+use serde_json::{Value, json};
+
+mod control_plane;
+mod report;
+
+#[derive(Parser)]
+#[command(name = "mesh-bench", about = "meshfed benchmarks; rewrites BENCHMARKS.md")]
+struct Cli {
+    /// Shorter runs (whole harness under 5 minutes).
+    #[arg(long)]
+    quick: bool,
+    /// Print one JSON object with every key on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Where to write the report.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    out: std::path::PathBuf,
+}
+
+/// Every key DESIGN §10 defines, in order.
+pub const KEYS: &[&str] = &[
+    "raft_write_p50_ms",
+    "raft_write_p99_ms",
+    "raft_writes_per_s",
+    "leader_failover_p99_ms",
+    "csr_signs_per_s",
+    "sidecar_added_p50_us",
+    "sidecar_added_p99_us",
+    "sidecar_cpu_per_1000rps",
+    "sidecar_rss_mb",
+    "nginx_added_p99_us",
+    "haproxy_added_p99_us",
+    "gossip_detect_p99_ms_n100",
+    "gossip_disseminate_p999_ms_n100",
+    "gossip_false_positives_n100",
+    "gossip_detect_p99_ms_n1000",
+    "tunnel_gbps",
+    "raw_quinn_gbps",
+    "tcp_tls_gbps",
+    "cross_cluster_added_p99_us",
+    "region_failover_ms",
+    "region_failover_failed_pct",
+];
+
+/// One measured section of the report.
+pub struct Section {
+    pub title: String,
+    pub command: String,
+    pub rows: Vec<report::Row>,
+    pub notes: Vec<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    mesh_node::install_crypto_provider();
+    pin_self("0");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let mut values: BTreeMap<String, Value> = KEYS.iter().map(|k| (k.to_string(), Value::Null)).collect();
+    let mut sections = Vec::new();
+    let started = std::time::Instant::now();
+    let s = rt.block_on(control_plane::run(cli.quick, &mut values))?;
+    sections.extend(s);
+    report::write(&cli.out, cli.quick, &sections, started.elapsed())?;
+    eprintln!("wrote {} in {:.0?}", cli.out.display(), started.elapsed());
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&json!(values))?);
+    }
+    Ok(())
+}
+
+/// Pin this process to `cpus` (best effort: without taskset the numbers are noisier, and the
+/// report says so).
+fn pin_self(cpus: &str) {
+    let pid = std::process::id().to_string();
+    let ok = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("warning: taskset unavailable; results are unpinned");
+    }
+}
+
+/// Median and p99 of a sample, in the sample's unit.
+pub fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

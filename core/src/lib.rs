@@ -1,1 +1,10 @@
-//! placeholder
+//! Every meshfed decision, with no I/O: identity rules (CA, CSR checks, SVID verification),
+//! config validation, and the replicated state machine's apply function.
+//!
+//! Architecture invariant: this crate takes no socket, runtime, clock or ambient randomness.
+//! Time is a parameter (`now_unix`, `now_unix_ms`), and the tidy test in `tests/tidy.rs` checks
+//! that tokio, quinn, sled and openraft never enter its dependency closure.
+
+pub mod config;
+pub mod identity;
+pub mod state;

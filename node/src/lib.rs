@@ -1,1 +1,34 @@
-//! placeholder
+//! The meshd daemon and the meshctl CLI: every piece of I/O in meshfed's control plane.
+//!
+//! This crate turns sockets, files, signals and clocks into calls on `mesh-core` decisions and
+//! `openraft`, and back. It holds no policy of its own: validation, identity rules and the state
+//! machine live in `mesh-core`; storage in `mesh-raft-store`.
+
+pub mod api;
+pub mod client;
+pub mod clock;
+pub mod control;
+pub mod ctl;
+pub mod manifest;
+pub mod paths;
+pub mod raft_net;
+pub mod signals;
+pub mod token;
+
+/// Install the one rustls crypto provider (ring) for the process. Every config in meshfed names
+/// its provider explicitly too; this guards any library default.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Log to stderr, plain or JSON, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}

@@ -122,3 +122,30 @@ pub struct Change {
     /// `None` = deleted.
     pub resource: Option<StoredResource>,
 }
+
+/// The cluster's name and trust domain, fixed at bootstrap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub name: ClusterName,
+    pub trust_domain: TrustDomain,
+    pub created_unix_ms: u64,
+}
+
+/// Everything the replicated state machine holds. Snapshots and the on-disk applied state are
+/// this struct in the binary codec. `mesh_core::state::MeshState` owns the rules for changing it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct StateData {
+    pub cluster: Option<ClusterInfo>,
+    pub ca: Option<CaMaterial>,
+    /// Credentials by SHA-256 (hex) of their bearer token.
+    pub credentials: std::collections::BTreeMap<String, Credential>,
+    pub gossip_keys: Vec<GossipKey>,
+    pub control_nodes: std::collections::BTreeMap<u64, ControlNodeInfo>,
+    /// Config store revision: bumped once per applied batch or delete.
+    pub version: u64,
+    pub resources: std::collections::BTreeMap<ResourceKey, StoredResource>,
+    /// Bounded log of recent changes, oldest first, for watchers.
+    pub changes: std::collections::VecDeque<Change>,
+    /// Every change with a version above this is still in `changes`.
+    pub changes_floor: u64,
+}

@@ -155,6 +155,9 @@ impl SpiffeId {
         if id.path().is_empty() {
             return Err(invalid("SPIFFE ID", value, "the path must not be empty"));
         }
+        if id.to_string() != value {
+            return Err(invalid("SPIFFE ID", value, format!("write it in canonical form: {id}")));
+        }
         Ok(Self {
             trust_domain: TrustDomain(id.trust_domain_name().to_owned()),
             path: id.path().to_owned(),

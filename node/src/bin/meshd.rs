@@ -1,1 +1,118 @@
-fn main() {}
+//! `meshd`: the one daemon of a meshfed host. Today it runs the `control` role; `agent` and
+//! `gateway` arrive with issues B and D.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use mesh_node::control::{self, Bootstrap, ControlOptions, Join, RaftTiming};
+use mesh_node::token::JoinToken;
+use mesh_proto::{ClusterName, NodeName, TrustDomain};
+
+#[derive(Parser)]
+#[command(name = "meshd", version, about = "meshfed daemon: control node, agent or gateway")]
+struct Cli {
+    /// Log as JSON lines instead of plain text.
+    #[arg(long, global = true, env = "MESHFED_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    /// Run a control node: Raft member, cluster CA, config store and API.
+    Control(ControlArgs),
+}
+
+#[derive(Args)]
+struct ControlArgs {
+    /// This node's name, unique in the cluster (its identity is spiffe://<td>/mesh/control/<name>).
+    #[arg(long, env = "MESHFED_NODE_NAME")]
+    name: String,
+    /// Where the Raft log, state and certificates live.
+    #[arg(long, env = "MESHFED_DATA_DIR", default_value = "/var/lib/meshfed/control")]
+    data_dir: PathBuf,
+    /// Address for Raft RPCs from other control nodes (mTLS, control identities only).
+    #[arg(long, env = "MESHFED_RAFT_ADDR", default_value = "127.0.0.1:7001")]
+    raft_addr: SocketAddr,
+    /// Address for the HTTPS API (meshctl, agents, gateways, other control nodes).
+    #[arg(long, env = "MESHFED_API_ADDR", default_value = "127.0.0.1:7443")]
+    api_addr: SocketAddr,
+    /// Create a new cluster with this node as its first member (needs --cluster and --trust-domain).
+    #[arg(long, requires_all = ["cluster", "trust_domain"], conflicts_with = "join_token")]
+    bootstrap: bool,
+    /// Cluster name, with --bootstrap (e.g. east).
+    #[arg(long)]
+    cluster: Option<String>,
+    /// SPIFFE trust domain, with --bootstrap (e.g. east.mesh).
+    #[arg(long)]
+    trust_domain: Option<String>,
+    /// Join an existing cluster with the join token printed by the bootstrap node.
+    #[arg(long, env = "MESHFED_JOIN_TOKEN")]
+    join_token: Option<String>,
+    /// API address(es) of existing control nodes; defaults to those in the join token.
+    #[arg(long = "join", value_delimiter = ',')]
+    join_addrs: Vec<String>,
+    /// Raft heartbeat interval in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    heartbeat_ms: u64,
+    /// Minimum election timeout in milliseconds.
+    #[arg(long, default_value_t = 400)]
+    election_min_ms: u64,
+    /// Maximum election timeout in milliseconds.
+    #[arg(long, default_value_t = 800)]
+    election_max_ms: u64,
+}
+
+fn control_options(a: ControlArgs) -> anyhow::Result<ControlOptions> {
+    let bootstrap = if a.bootstrap {
+        Some(Bootstrap {
+            cluster: ClusterName::new(a.cluster.unwrap_or_default()).context("--cluster")?,
+            trust_domain: TrustDomain::new(a.trust_domain.unwrap_or_default()).context("--trust-domain")?,
+        })
+    } else {
+        None
+    };
+    let join = a
+        .join_token
+        .map(|t| -> anyhow::Result<Join> {
+            Ok(Join { token: JoinToken::decode(&t).context("--join-token")?, addrs: a.join_addrs.clone() })
+        })
+        .transpose()?;
+    Ok(ControlOptions {
+        name: NodeName::new(a.name).context("--name")?,
+        data_dir: a.data_dir,
+        raft_addr: a.raft_addr,
+        api_addr: a.api_addr,
+        bootstrap,
+        join,
+        timing: RaftTiming { heartbeat_ms: a.heartbeat_ms, election_min_ms: a.election_min_ms, election_max_ms: a.election_max_ms },
+    })
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    mesh_node::install_crypto_provider();
+    mesh_node::init_logging(cli.log_json);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let res = rt.block_on(async {
+        match cli.role {
+            Role::Control(a) => control::run(control_options(a)?).await,
+        }
+    });
+    match res {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
