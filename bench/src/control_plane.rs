@@ -31,7 +31,12 @@ fn export(key: &str, value: u64) -> Resource {
 }
 
 async fn write(c: &ApiClient, key: &str, v: u64) -> bool {
-    c.apply(&ApplyRequest { resources: vec![export(key, v)], dry_run: false }).await.is_ok()
+    c.apply(&ApplyRequest {
+        resources: vec![export(key, v)],
+        dry_run: false,
+    })
+    .await
+    .is_ok()
 }
 
 /// p50/p99 of write(4 KiB) + fdatasync in the bench's temp dir: the floor any durable write pays.
@@ -51,8 +56,15 @@ fn fsync_floor(dir: &std::path::Path, n: usize) -> anyhow::Result<(f64, f64)> {
     Ok(percentiles(lat))
 }
 
-pub(crate) async fn run(quick: bool, values: &mut BTreeMap<String, Value>) -> anyhow::Result<Vec<Section>> {
-    let (n_lat, tput_secs, kills, n_csr) = if quick { (300, 5, 3, 300) } else { (2000, 15, 10, 3000) };
+pub(crate) async fn run(
+    quick: bool,
+    values: &mut BTreeMap<String, Value>,
+) -> anyhow::Result<Vec<Section>> {
+    let (n_lat, tput_secs, kills, n_csr) = if quick {
+        (300, 5, 3, 300)
+    } else {
+        (2000, 15, 10, 3000)
+    };
     let mut cl = ControlCluster::start_pinned("bench_control", 41, 3, Some("1".into()))?;
     let all = [0usize, 1, 2];
     let leader = cl.leader(&all, Duration::from_secs(20)).await?;
@@ -110,13 +122,16 @@ pub(crate) async fn run(quick: bool, values: &mut BTreeMap<String, Value>) -> an
             if write(&probe, "probe", round * 10_000 + n).await {
                 break;
             }
-            anyhow::ensure!(t.elapsed() < Duration::from_secs(30), "no failover within 30 s");
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(30),
+                "no failover within 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         failovers.push(ms(t.elapsed()));
         cl.restart(leader)?;
         cl.wait_ready(leader, Duration::from_secs(30)).await?;
-        cl.leader(&all, Duration::from_secs(20)).await?;
+        cl.wait_caught_up(0, Duration::from_secs(30)).await?;
     }
     let (f50, f99) = percentiles(failovers.clone());
     drop(cl);
@@ -156,10 +171,16 @@ fn csr_rate(n: usize) -> anyhow::Result<f64> {
     use mesh_core::identity::{self, Requester};
     use mesh_proto::{ClusterName, ServiceName, SpiffeId, TrustDomain};
     let td = TrustDomain::new("bench.mesh")?;
-    let ca = identity::generate_ca(&ClusterName::new("bench")?, &td, mesh_node::clock::now_unix())?;
+    let ca = identity::generate_ca(
+        &ClusterName::new("bench")?,
+        &td,
+        mesh_node::clock::now_unix(),
+    )?;
     let svc = ServiceName::new("api")?;
     let id = SpiffeId::workload(&td, "default", &svc);
-    let csrs: Vec<String> = (0..n).map(|_| identity::generate_csr(&id).map(|k| k.csr_pem)).collect::<Result<_, _>>()?;
+    let csrs: Vec<String> = (0..n)
+        .map(|_| identity::generate_csr(&id).map(|k| k.csr_pem))
+        .collect::<Result<_, _>>()?;
     let now = mesh_node::clock::now_unix();
     let t = Instant::now();
     for csr in &csrs {

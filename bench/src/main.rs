@@ -16,7 +16,10 @@ mod control_plane;
 mod report;
 
 #[derive(Parser)]
-#[command(name = "mesh-bench", about = "meshfed benchmarks; rewrites BENCHMARKS.md")]
+#[command(
+    name = "mesh-bench",
+    about = "meshfed benchmarks; rewrites BENCHMARKS.md"
+)]
 struct Cli {
     /// Shorter runs (whole harness under 5 minutes).
     #[arg(long)]
@@ -66,8 +69,12 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     mesh_node::install_crypto_provider();
     pin_self("0");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    let mut values: BTreeMap<String, Value> = KEYS.iter().map(|k| (k.to_string(), Value::Null)).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let mut values: BTreeMap<String, Value> =
+        KEYS.iter().map(|k| (k.to_string(), Value::Null)).collect();
     let mut sections = Vec::new();
     let started = std::time::Instant::now();
     let s = rt.block_on(control_plane::run(cli.quick, &mut values))?;

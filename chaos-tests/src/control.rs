@@ -239,6 +239,36 @@ impl ControlCluster {
         }
     }
 
+    /// Wait until the leader reports every member replicated to within `slack` entries of its
+    /// applied index: the cluster is healthy again, not merely answering.
+    pub async fn wait_caught_up(&self, slack: u64, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let all: Vec<usize> = (0..self.nodes.len()).collect();
+        loop {
+            let mut last = String::new();
+            if let Ok(l) = self.leader(&all, Duration::from_secs(2)).await {
+                let c = self.client_on(&[l])?;
+                if let Ok(s) = c.status().await {
+                    let applied = s.commit_index.unwrap_or(0);
+                    let lagging: Vec<String> = s
+                        .members
+                        .iter()
+                        .filter(|m| m.matched_index.is_none_or(|i| i + slack < applied))
+                        .map(|m| format!("{}@{:?}", m.name, m.matched_index))
+                        .collect();
+                    if lagging.is_empty() {
+                        return Ok(());
+                    }
+                    last = format!("applied {applied}, lagging {lagging:?}");
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("members did not catch up within {timeout:?}: {last}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Path of the meshctl binary, for tests that drive the CLI.
     pub fn meshctl(&self) -> anyhow::Result<std::path::PathBuf> {
         bin_path("meshctl")

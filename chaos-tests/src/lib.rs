@@ -1,9 +1,10 @@
 //! Support for meshfed's chaos tier (DESIGN §11): a harness that runs real `meshd` processes on
-//! distinct loopback addresses and injects process faults, a userspace TCP relay for network
-//! faults, and a per-key linearizability checker for policy-store histories.
+//! distinct loopback addresses and injects process faults (`harness`), a userspace TCP relay for
+//! network faults (`relay`), a per-key linearizability checker for policy-store histories
+//! (`linearizability`), and a real control-plane cluster built on the harness (`control`).
 //!
-//! The tests themselves live in `tests/`, one invariant per file. This library holds no test
-//! scenario and no knowledge of meshfed's API beyond binary names.
+//! The tests themselves live in `tests/`, one invariant per file. Only `control` knows meshfed's
+//! API; the other modules know nothing of it beyond binary names.
 
 pub mod control;
 pub mod harness;

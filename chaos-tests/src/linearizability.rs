@@ -165,8 +165,8 @@ pub fn check(ops: &[Op], budget: Duration) -> Verdict {
     )
 }
 
-/// Checks `ops` key by key, smallest key first, and returns the first key that is not
-/// linearizable or runs out of budget.
+/// Checks `ops` key by key, smallest key first. Returns the first key that is not
+/// linearizable; failing that, the first key that ran out of budget or states.
 pub fn check_with_limits(ops: &[Op], limits: Limits) -> Verdict {
     let deadline = Instant::now() + limits.budget;
     let mut per_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
@@ -175,6 +175,7 @@ pub fn check_with_limits(ops: &[Op], limits: Limits) -> Verdict {
     }
     let mut keys: Vec<(&str, Vec<&Op>)> = per_key.into_iter().collect();
     keys.sort_by_key(|(key, ops)| (ops.len(), *key));
+    let mut timed_out = None;
     for (key, key_ops) in keys {
         let entries = prepare(&key_ops);
         let words = entries.len().div_ceil(64).max(1);
@@ -182,10 +183,9 @@ pub fn check_with_limits(ops: &[Op], limits: Limits) -> Verdict {
         let max_states = limits.max_states.min(MAX_CACHE_WORDS / (words + 6)).max(1);
         match wgl::search(&entries, deadline, max_states) {
             wgl::Outcome::Linearizable => {}
+            // Keep going: a later key may still prove a violation, which matters more.
             wgl::Outcome::Exhausted => {
-                return Verdict::Timeout {
-                    key: key.to_owned(),
-                };
+                timed_out.get_or_insert_with(|| key.to_owned());
             }
             wgl::Outcome::Stuck(stuck) => {
                 let explanation = explain(key, &entries, &stuck);
@@ -196,7 +196,10 @@ pub fn check_with_limits(ops: &[Op], limits: Limits) -> Verdict {
             }
         }
     }
-    Verdict::Linearizable
+    match timed_out {
+        Some(key) => Verdict::Timeout { key },
+        None => Verdict::Linearizable,
+    }
 }
 
 /// Turns one key's ops into search entries: drops failures and unknown reads, opens the return of

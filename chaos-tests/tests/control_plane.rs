@@ -39,7 +39,12 @@ fn export(key: &str, value: u64) -> Resource {
 }
 
 async fn write(c: &ApiClient, key: &str, value: u64) -> Result<u64, ClientError> {
-    c.apply(&ApplyRequest { resources: vec![export(key, value)], dry_run: false }).await.map(|r| r.version)
+    c.apply(&ApplyRequest {
+        resources: vec![export(key, value)],
+        dry_run: false,
+    })
+    .await
+    .map(|r| r.version)
 }
 
 async fn read(c: &ApiClient, key: &str) -> Result<Option<u64>, ClientError> {
@@ -60,11 +65,19 @@ fn outcome<T>(r: &Result<T, ClientError>, ok: impl FnOnce(&T) -> Outcome) -> Out
 
 /// One client: random reads and writes over `keys` keys until `stop`. After an op whose outcome
 /// is unknown, it continues under a fresh client id, as Jepsen retires a process.
-async fn client_loop(id: u32, c: Arc<ApiClient>, h: History, stop: Arc<AtomicBool>, keys: u64) -> u64 {
+async fn client_loop(
+    id: u32,
+    c: Arc<ApiClient>,
+    h: History,
+    stop: Arc<AtomicBool>,
+    keys: u64,
+) -> u64 {
     let (mut seq, mut rng, mut me, mut acked) = (0u64, 0x9E37_79B9u64 ^ u64::from(id), id, 0);
     while !stop.load(Ordering::Relaxed) {
         seq += 1;
-        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let key = format!("k{}", (rng >> 33) % keys);
         let o = if (rng >> 20) % 2 == 0 {
             let v = u64::from(id) * 1_000_000 + seq;
@@ -111,7 +124,10 @@ async fn leader_kill9_five_times_loses_no_acknowledged_write() {
     let all = [0, 1, 2];
     let mut failovers = Vec::new();
     for round in 1..=5 {
-        let leader = cl.leader(&all, Duration::from_secs(20)).await.expect("leader before kill");
+        let leader = cl
+            .leader(&all, Duration::from_secs(20))
+            .await
+            .expect("leader before kill");
         tokio::time::sleep(Duration::from_millis(300)).await; // let the clients run against it
         let killed_at = Instant::now();
         cl.kill9(leader).expect("kill -9");
@@ -122,16 +138,36 @@ async fn leader_kill9_five_times_loses_no_acknowledged_write() {
         let mut n = 0u64;
         let failover = loop {
             n += 1;
-            if write(&probe, "probe", round * 1000 + n).await.is_ok() {
+            let r = write(&probe, "probe", round * 1000 + n).await;
+            if std::env::var("MESHFED_DEBUG_PROBE").is_ok() {
+                eprintln!(
+                    "probe {n} at +{} ms: {:?}",
+                    killed_at.elapsed().as_millis(),
+                    r.as_ref().err().map(|e| e.to_string())
+                );
+            }
+            if r.is_ok() {
                 break killed_at.elapsed();
             }
-            assert!(killed_at.elapsed() < Duration::from_secs(30), "no write committed within 30 s of killing the leader");
+            assert!(
+                killed_at.elapsed() < Duration::from_secs(30),
+                "no write committed within 30 s of killing the leader"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
-        println!("round {round}: killed node {} (leader); next write committed after {} ms", cl.nodes[leader].name, failover.as_millis());
+        println!(
+            "round {round}: killed node {} (leader); next write committed after {} ms",
+            cl.nodes[leader].name,
+            failover.as_millis()
+        );
         failovers.push(failover);
         cl.restart(leader).expect("restart");
-        cl.wait_ready(leader, Duration::from_secs(30)).await.expect("restarted node rejoins");
+        cl.wait_ready(leader, Duration::from_secs(30))
+            .await
+            .expect("restarted node rejoins");
+        cl.wait_caught_up(10, Duration::from_secs(30))
+            .await
+            .expect("restarted node catches up");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
@@ -152,9 +188,19 @@ async fn leader_kill9_five_times_loses_no_acknowledged_write() {
     let verdict = check(&ops, Duration::from_secs(60));
     let mut ms: Vec<u128> = failovers.iter().map(Duration::as_millis).collect();
     ms.sort_unstable();
-    println!("history: {} ops, {acked} acknowledged writes; failover ms sorted {ms:?}; verdict {verdict:?}", ops.len());
-    assert!(acked >= 20, "too few acknowledged writes ({acked}) for the check to mean anything");
-    assert!(verdict.is_linearizable(), "history is not linearizable: {verdict:?}\n{}", hist.to_json());
+    println!(
+        "history: {} ops, {acked} acknowledged writes; failover ms sorted {ms:?}; verdict {verdict:?}",
+        ops.len()
+    );
+    assert!(
+        acked >= 20,
+        "too few acknowledged writes ({acked}) for the check to mean anything"
+    );
+    assert!(
+        verdict.is_linearizable(),
+        "history is not linearizable: {verdict:?}\n{}",
+        hist.to_json()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,10 +213,15 @@ async fn paused_leader_never_serves_a_superseded_version() {
     let old = cl.leader(&all, Duration::from_secs(10)).await.unwrap();
     cl.stop(old).expect("SIGSTOP leader");
     let others: Vec<usize> = all.iter().copied().filter(|&i| i != old).collect();
-    let new = cl.leader(&others, Duration::from_secs(20)).await.expect("new leader while old is paused");
+    let new = cl
+        .leader(&others, Duration::from_secs(20))
+        .await
+        .expect("new leader while old is paused");
     assert_ne!(new, old);
     let c_others = tuned(&cl.client_on(&others).unwrap());
-    write(&c_others, "pk", 2).await.expect("write v2 through the new leader");
+    write(&c_others, "pk", 2)
+        .await
+        .expect("write v2 through the new leader");
     cl.cont(old).expect("SIGCONT old leader");
     // Hammer every node, the old leader first, for 3 s. Any answer must be the new version.
     let (mut answered, mut refused) = (BTreeMap::new(), 0u32);
@@ -182,7 +233,12 @@ async fn paused_leader_never_serves_a_superseded_version() {
             one.attempt_timeout = Duration::from_secs(2);
             match read(&one, "pk").await {
                 Ok(v) => {
-                    assert_eq!(v, Some(2), "node {} returned superseded value {v:?} after v2 was acknowledged", cl.nodes[i].name);
+                    assert_eq!(
+                        v,
+                        Some(2),
+                        "node {} returned superseded value {v:?} after v2 was acknowledged",
+                        cl.nodes[i].name
+                    );
                     *answered.entry(cl.nodes[i].name.clone()).or_insert(0u32) += 1;
                 }
                 Err(_) => refused += 1,
@@ -190,7 +246,10 @@ async fn paused_leader_never_serves_a_superseded_version() {
         }
     }
     println!("reads answered per node {answered:?}; refused (no leader / not leader) {refused}");
-    assert!(answered.contains_key(&cl.nodes[old].name), "the resumed old leader never answered; the test proved nothing about it");
+    assert!(
+        answered.contains_key(&cl.nodes[old].name),
+        "the resumed old leader never answered; the test proved nothing about it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,16 +260,24 @@ async fn full_restart_leaves_state_identical() {
     for i in 0..30u64 {
         write(&c, &format!("r{}", i % 12), i).await.expect("write");
     }
-    let before = c.list(Kind::ServiceExport, None).await.expect("list before");
+    let before = c
+        .list(Kind::ServiceExport, None)
+        .await
+        .expect("list before");
     for i in 0..3 {
         cl.kill9(i).unwrap();
     }
     for i in 0..3 {
         cl.restart(i).unwrap();
     }
-    cl.leader(&[0, 1, 2], Duration::from_secs(30)).await.expect("leader after full restart");
+    cl.leader(&[0, 1, 2], Duration::from_secs(30))
+        .await
+        .expect("leader after full restart");
     let after = c.list(Kind::ServiceExport, None).await.expect("list after");
-    assert_eq!(before.version, after.version, "config version changed across restart");
+    assert_eq!(
+        before.version, after.version,
+        "config version changed across restart"
+    );
     assert_eq!(
         serde_json::to_value(&before.items).unwrap(),
         serde_json::to_value(&after.items).unwrap(),
@@ -219,13 +286,20 @@ async fn full_restart_leaves_state_identical() {
     // Every node's own applied state converges to the same thing.
     for i in 0..3 {
         let one = cl.client_on(&[i]).unwrap();
-        let w = one.watch(0, Duration::from_secs(5)).await.expect("watch from 0");
+        let w = one
+            .watch(0, Duration::from_secs(5))
+            .await
+            .expect("watch from 0");
         let mut snap = w.snapshot.expect("watch from 0 is a snapshot");
         snap.sort_by(|a, b| a.key.cmp(&b.key));
         assert_eq!(snap.len(), 12, "node {i} holds {} resources", snap.len());
         assert_eq!(w.version, before.version, "node {i} is at another version");
     }
-    println!("state identical after full restart: {} resources at version {}", after.items.len(), after.version);
+    println!(
+        "state identical after full restart: {} resources at version {}",
+        after.items.len(),
+        after.version
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,8 +308,16 @@ async fn bad_input_is_refused_precisely_and_nothing_is_stored() {
     cl.env.set_reproduce("cargo test -p mesh-chaos-tests --test control_plane bad_input_is_refused_precisely_and_nothing_is_stored -- --nocapture");
     let dir = cl.env.data_dir("manifests");
     let files = [
-        ("malformed.yaml", "apiVersion: meshfed.io/v1alpha1\nkind: ServiceExport\nmetadata:\n  name: a\n spec: [unclosed\n", "malformed.yaml:"),
-        ("unknown-kind.yaml", "apiVersion: meshfed.io/v1alpha1\nkind: ServiceImport\nmetadata:\n  name: a\nspec: {}\n", "unknown-kind.yaml:2:"),
+        (
+            "malformed.yaml",
+            "apiVersion: meshfed.io/v1alpha1\nkind: ServiceExport\nmetadata:\n  name: a\n spec: [unclosed\n",
+            "malformed.yaml:",
+        ),
+        (
+            "unknown-kind.yaml",
+            "apiVersion: meshfed.io/v1alpha1\nkind: ServiceImport\nmetadata:\n  name: a\nspec: {}\n",
+            "unknown-kind.yaml:2:",
+        ),
         (
             "bad-field.yaml",
             "apiVersion: meshfed.io/v1alpha1\nkind: ServiceExport\nmetadata:\n  name: good\nspec:\n  service: good\n  peers: [west]\n---\napiVersion: meshfed.io/v1alpha1\nkind: HTTPRoute\nmetadata:\n  name: r\nspec:\n  parentRefs: [{name: api}]\n  rules:\n    - backendRefs:\n        - name: api\n          weight: 2000000\n",
@@ -255,29 +337,56 @@ async fn bad_input_is_refused_precisely_and_nothing_is_stored() {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        println!("meshctl apply -f {name}: exit {:?}\n{stderr}", out.status.code());
+        println!(
+            "meshctl apply -f {name}: exit {:?}\n{stderr}",
+            out.status.code()
+        );
         assert_eq!(out.status.code(), Some(1), "{name} was not refused");
-        assert!(stderr.contains(want), "{name}: error does not name the location {want:?}: {stderr}");
+        assert!(
+            stderr.contains(want),
+            "{name}: error does not name the location {want:?}: {stderr}"
+        );
     }
     let c = cl.client().unwrap();
     for kind in Kind::ALL {
         let l = c.list(kind, None).await.unwrap();
-        assert!(l.items.is_empty(), "{kind} has stored items after refused input");
+        assert!(
+            l.items.is_empty(),
+            "{kind} has stored items after refused input"
+        );
         assert_eq!(l.version, 0, "config version moved after refused input");
     }
     // The same invalid batch sent straight to the API is refused as a whole, with field paths.
     let bad = ApplyRequest {
-        resources: vec![export("ok", 1), Resource { kind: "ServiceImport".into(), ..export("x", 1) }],
+        resources: vec![
+            export("ok", 1),
+            Resource {
+                kind: "ServiceImport".into(),
+                ..export("x", 1)
+            },
+        ],
         dry_run: false,
     };
     match c.apply(&bad).await {
         Err(ClientError::Api { status, error }) => {
             assert_eq!(status.as_u16(), 422);
-            assert!(error.details.iter().any(|d| d.document == 1 && d.field == "kind"), "{error:?}");
+            assert!(
+                error
+                    .details
+                    .iter()
+                    .any(|d| d.document == 1 && d.field == "kind"),
+                "{error:?}"
+            );
         }
         other => panic!("invalid batch accepted: {other:?}"),
     }
-    assert!(c.list(Kind::ServiceExport, None).await.unwrap().items.is_empty());
+    assert!(
+        c.list(Kind::ServiceExport, None)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
     // No token, or a wrong one: 401.
     for token in [None, Some("mfop_not-a-real-token".to_string())] {
         let anon = cl.client_with_token(token).unwrap();
@@ -288,8 +397,17 @@ async fn bad_input_is_refused_precisely_and_nothing_is_stored() {
     }
     // The CA: a CSR for another trust domain is refused, even for the operator.
     let td = format!("{}.mesh", cl.name);
-    let foreign = mesh_core::identity::generate_csr(&mesh_proto::SpiffeId::parse("spiffe://other.mesh/ns/default/sa/api").unwrap()).unwrap();
-    match c.sign(&SignRequest { csr_pem: foreign.csr_pem, ttl_secs: None }).await {
+    let foreign = mesh_core::identity::generate_csr(
+        &mesh_proto::SpiffeId::parse("spiffe://other.mesh/ns/default/sa/api").unwrap(),
+    )
+    .unwrap();
+    match c
+        .sign(&SignRequest {
+            csr_pem: foreign.csr_pem,
+            ttl_secs: None,
+        })
+        .await
+    {
         Err(ClientError::Api { status, error }) => {
             assert_eq!(status.as_u16(), 400);
             assert!(error.message.contains("other.mesh"), "{error:?}");
@@ -298,17 +416,35 @@ async fn bad_input_is_refused_precisely_and_nothing_is_stored() {
     }
     // An agent credential for vm-1/billing may get billing, and nothing else.
     let agent_token = c
-        .create_credential(&CredentialRequest { node: "vm-1".into(), services: vec!["billing".into()], ttl_secs: 0 })
+        .create_credential(&CredentialRequest {
+            node: "vm-1".into(),
+            services: vec!["billing".into()],
+            ttl_secs: 0,
+        })
         .await
         .unwrap()
         .token;
     let agent = cl.client_with_token(Some(agent_token)).unwrap();
-    let id = |sa: &str| mesh_proto::SpiffeId::parse(&format!("spiffe://{td}/ns/default/sa/{sa}")).unwrap();
+    let id = |sa: &str| {
+        mesh_proto::SpiffeId::parse(&format!("spiffe://{td}/ns/default/sa/{sa}")).unwrap()
+    };
     let own = mesh_core::identity::generate_csr(&id("billing")).unwrap();
-    let signed = agent.sign(&SignRequest { csr_pem: own.csr_pem, ttl_secs: Some(20) }).await.expect("own identity is signed");
+    let signed = agent
+        .sign(&SignRequest {
+            csr_pem: own.csr_pem,
+            ttl_secs: Some(20),
+        })
+        .await
+        .expect("own identity is signed");
     assert_eq!(signed.spiffe_id, id("billing").to_string());
     let other = mesh_core::identity::generate_csr(&id("payments")).unwrap();
-    match agent.sign(&SignRequest { csr_pem: other.csr_pem, ttl_secs: None }).await {
+    match agent
+        .sign(&SignRequest {
+            csr_pem: other.csr_pem,
+            ttl_secs: None,
+        })
+        .await
+    {
         Err(ClientError::Api { status, error }) => {
             assert_eq!(status.as_u16(), 403, "{error:?}");
         }

@@ -77,9 +77,10 @@ impl MeshState {
                     expires_unix_ms: 0,
                     revoked: false,
                 };
-                self.data
-                    .credentials
-                    .insert(operator_token_sha256.clone(), cred(CredentialKind::Operator));
+                self.data.credentials.insert(
+                    operator_token_sha256.clone(),
+                    cred(CredentialKind::Operator),
+                );
                 self.data
                     .credentials
                     .insert(join_token_sha256.clone(), cred(CredentialKind::ControlJoin));
@@ -89,8 +90,13 @@ impl MeshState {
             Command::ApplyResources { resources, .. } => self.apply_resources(resources),
             Command::DeleteResource { key, .. } => self.delete(key),
             Command::RegisterControlNode { info, .. } => self.register_node(info),
-            Command::PutCredential { token_sha256, credential } => {
-                self.data.credentials.insert(token_sha256.clone(), credential.clone());
+            Command::PutCredential {
+                token_sha256,
+                credential,
+            } => {
+                self.data
+                    .credentials
+                    .insert(token_sha256.clone(), credential.clone());
                 CommandResponse::CredentialStored
             }
             Command::RevokeNode { node, .. } => {
@@ -114,7 +120,11 @@ impl MeshState {
             if let Some(expected) = w.expect_version {
                 let actual = self.data.resources.get(&w.key).map_or(0, |r| r.version);
                 if actual != expected {
-                    return CommandResponse::Conflict { key: w.key.clone(), expected, actual };
+                    return CommandResponse::Conflict {
+                        key: w.key.clone(),
+                        expected,
+                        actual,
+                    };
                 }
             }
         }
@@ -142,7 +152,11 @@ impl MeshState {
                 version,
             };
             self.data.resources.insert(w.key.clone(), stored.clone());
-            self.push_change(Change { version, key: w.key.clone(), resource: Some(stored) });
+            self.push_change(Change {
+                version,
+                key: w.key.clone(),
+                resource: Some(stored),
+            });
         }
         CommandResponse::Applied {
             version,
@@ -157,15 +171,27 @@ impl MeshState {
         }
         self.data.version += 1;
         let version = self.data.version;
-        self.push_change(Change { version, key: key.clone(), resource: None });
+        self.push_change(Change {
+            version,
+            key: key.clone(),
+            resource: None,
+        });
         CommandResponse::Deleted { version }
     }
 
     fn register_node(&mut self, info: &ControlNodeInfo) -> CommandResponse {
-        let existing =
-            self.data.control_nodes.values().find(|n| n.name == info.name).map(|n| n.node_id);
+        let existing = self
+            .data
+            .control_nodes
+            .values()
+            .find(|n| n.name == info.name)
+            .map(|n| n.node_id);
         let node_id = existing.unwrap_or_else(|| {
-            self.data.control_nodes.keys().next_back().map_or(1, |max| max + 1)
+            self.data
+                .control_nodes
+                .keys()
+                .next_back()
+                .map_or(1, |max| max + 1)
         });
         let mut info = info.clone();
         info.node_id = node_id;
@@ -190,7 +216,14 @@ impl MeshState {
         if from == 0 || from < self.data.changes_floor {
             return CatchUp::Snapshot(self.data.resources.values().cloned().collect());
         }
-        CatchUp::Changes(self.data.changes.iter().filter(|c| c.version > from).cloned().collect())
+        CatchUp::Changes(
+            self.data
+                .changes
+                .iter()
+                .filter(|c| c.version > from)
+                .cloned()
+                .collect(),
+        )
     }
 
     /// Resources of one kind (and optionally one namespace), in key order.
@@ -229,7 +262,11 @@ mod tests {
     use super::*;
 
     fn key(name: &str) -> ResourceKey {
-        ResourceKey { kind: Kind::ServiceExport, namespace: "default".into(), name: name.into() }
+        ResourceKey {
+            kind: Kind::ServiceExport,
+            namespace: "default".into(),
+            name: name.into(),
+        }
     }
 
     fn write(name: &str, spec: &str, expect: Option<u64>) -> ResourceWrite {
@@ -242,7 +279,10 @@ mod tests {
     }
 
     fn apply(s: &mut MeshState, w: Vec<ResourceWrite>) -> CommandResponse {
-        s.apply(&Command::ApplyResources { resources: w, now_unix_ms: 1 })
+        s.apply(&Command::ApplyResources {
+            resources: w,
+            now_unix_ms: 1,
+        })
     }
 
     #[test]
@@ -251,14 +291,32 @@ mod tests {
         let r = apply(&mut s, vec![write("a", "{}", None), write("b", "{}", None)]);
         assert_eq!(
             r,
-            CommandResponse::Applied { version: 1, changed: vec![key("a"), key("b")], unchanged: vec![] }
+            CommandResponse::Applied {
+                version: 1,
+                changed: vec![key("a"), key("b")],
+                unchanged: vec![]
+            }
         );
         let r = apply(&mut s, vec![write("a", "{}", None)]);
-        assert_eq!(r, CommandResponse::Applied { version: 1, changed: vec![], unchanged: vec![key("a")] });
-        let r = apply(&mut s, vec![write("a", "{\"x\":1}", None), write("b", "{}", None)]);
         assert_eq!(
             r,
-            CommandResponse::Applied { version: 2, changed: vec![key("a")], unchanged: vec![key("b")] }
+            CommandResponse::Applied {
+                version: 1,
+                changed: vec![],
+                unchanged: vec![key("a")]
+            }
+        );
+        let r = apply(
+            &mut s,
+            vec![write("a", "{\"x\":1}", None), write("b", "{}", None)],
+        );
+        assert_eq!(
+            r,
+            CommandResponse::Applied {
+                version: 2,
+                changed: vec![key("a")],
+                unchanged: vec![key("b")]
+            }
         );
     }
 
@@ -267,8 +325,18 @@ mod tests {
         let mut s = MeshState::default();
         apply(&mut s, vec![write("a", "{}", None)]);
         let before = s.clone();
-        let r = apply(&mut s, vec![write("b", "{}", Some(0)), write("a", "{\"x\":1}", Some(7))]);
-        assert_eq!(r, CommandResponse::Conflict { key: key("a"), expected: 7, actual: 1 });
+        let r = apply(
+            &mut s,
+            vec![write("b", "{}", Some(0)), write("a", "{\"x\":1}", Some(7))],
+        );
+        assert_eq!(
+            r,
+            CommandResponse::Conflict {
+                key: key("a"),
+                expected: 7,
+                actual: 1
+            }
+        );
         assert_eq!(s, before);
     }
 
@@ -277,7 +345,10 @@ mod tests {
         let mut s = MeshState::default();
         assert_eq!(s.catch_up(0), CatchUp::UpToDate);
         apply(&mut s, vec![write("a", "{}", None)]);
-        s.apply(&Command::DeleteResource { key: key("a"), now_unix_ms: 2 });
+        s.apply(&Command::DeleteResource {
+            key: key("a"),
+            now_unix_ms: 2,
+        });
         match s.catch_up(1) {
             CatchUp::Changes(c) => {
                 assert_eq!(c.len(), 1);
@@ -302,11 +373,23 @@ mod tests {
             api_addr: "b".into(),
         };
         let reg = |s: &mut MeshState, n| {
-            s.apply(&Command::RegisterControlNode { info: info(n), now_unix_ms: 0 })
+            s.apply(&Command::RegisterControlNode {
+                info: info(n),
+                now_unix_ms: 0,
+            })
         };
-        assert_eq!(reg(&mut s, "c1"), CommandResponse::NodeRegistered { node_id: 1 });
-        assert_eq!(reg(&mut s, "c2"), CommandResponse::NodeRegistered { node_id: 2 });
-        assert_eq!(reg(&mut s, "c1"), CommandResponse::NodeRegistered { node_id: 1 });
+        assert_eq!(
+            reg(&mut s, "c1"),
+            CommandResponse::NodeRegistered { node_id: 1 }
+        );
+        assert_eq!(
+            reg(&mut s, "c2"),
+            CommandResponse::NodeRegistered { node_id: 2 }
+        );
+        assert_eq!(
+            reg(&mut s, "c1"),
+            CommandResponse::NodeRegistered { node_id: 1 }
+        );
     }
 
     #[test]
@@ -316,7 +399,10 @@ mod tests {
         s.apply(&Command::PutCredential {
             token_sha256: token_sha256("t1"),
             credential: Credential {
-                kind: CredentialKind::Agent { node: node.clone(), services: vec![] },
+                kind: CredentialKind::Agent {
+                    node: node.clone(),
+                    services: vec![],
+                },
                 created_unix_ms: 0,
                 expires_unix_ms: 100,
                 revoked: false,
@@ -325,7 +411,10 @@ mod tests {
         assert!(s.authenticate("t1", 99).is_some());
         assert!(s.authenticate("t1", 100).is_none());
         assert!(s.authenticate("t2", 0).is_none());
-        s.apply(&Command::RevokeNode { node, now_unix_ms: 5 });
+        s.apply(&Command::RevokeNode {
+            node,
+            now_unix_ms: 5,
+        });
         assert!(s.authenticate("t1", 50).is_none());
     }
 }

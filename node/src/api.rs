@@ -47,7 +47,14 @@ pub struct ApiErr(pub StatusCode, pub ApiError);
 
 impl ApiErr {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Self(status, ApiError { code: code.into(), message: message.into(), details: vec![] })
+        Self(
+            status,
+            ApiError {
+                code: code.into(),
+                message: message.into(),
+                details: vec![],
+            },
+        )
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
@@ -59,7 +66,11 @@ impl ApiErr {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_leader", message)
     }
     pub fn no_leader() -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "no_leader", "no leader elected yet; retry shortly")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_leader",
+            "no leader elected yet; retry shortly",
+        )
     }
 }
 
@@ -74,7 +85,10 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/v1/status", get(handlers::status))
         .route("/v1/watch", get(handlers::watch))
         .route("/v1/resources/{kind}", get(handlers::list))
-        .route("/v1/resources/{kind}/{namespace}/{name}", get(handlers::get_one).delete(handlers::delete_one))
+        .route(
+            "/v1/resources/{kind}/{namespace}/{name}",
+            get(handlers::get_one).delete(handlers::delete_one),
+        )
         .route("/v1/apply", post(handlers::apply))
         .route("/v1/join", post(handlers::join))
         .route("/v1/members", post(handlers::add_member))
@@ -87,8 +101,14 @@ pub fn router(ctx: Ctx) -> Router {
 
 /// Accept TLS connections and serve the router until the task is dropped.
 pub async fn serve(listener: TcpListener, ctx: Ctx) {
-    let client_verifier = identity::SpiffeClientVerifier::new(ctx.tls.bundles.clone(), PeerPolicy::AnyKnown, false);
-    let tls = match identity::server_config(&ctx.tls.chain_pem, &ctx.tls.key_pem, Some(client_verifier), &[b"http/1.1"]) {
+    let client_verifier =
+        identity::SpiffeClientVerifier::new(ctx.tls.bundles.clone(), PeerPolicy::AnyKnown, false);
+    let tls = match identity::server_config(
+        &ctx.tls.chain_pem,
+        &ctx.tls.key_pem,
+        Some(client_verifier),
+        &[b"http/1.1"],
+    ) {
         Ok(c) => Arc::new(c),
         Err(e) => {
             tracing::error!(error = %e, "cannot build the API TLS config; API disabled");
@@ -148,7 +168,10 @@ async fn leader_gate(State(ctx): State<Ctx>, req: Request, next: Next) -> Respon
         let m = ctx.raft.metrics();
         let m = m.borrow();
         let leader = m.current_leader.and_then(|id| {
-            m.membership_config.membership().get_node(&id).map(|n| (id, n.clone()))
+            m.membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| (id, n.clone()))
         });
         (leader, m.id)
     };
@@ -156,23 +179,36 @@ async fn leader_gate(State(ctx): State<Ctx>, req: Request, next: Next) -> Respon
         Some((id, _)) if id == me => next.run(req).await,
         Some((id, node)) => {
             if req.headers().contains_key(FORWARDED) {
-                return ApiErr::not_leader(format!("node {me} is not the leader either; leadership is moving")).into_response();
+                return ApiErr::not_leader(format!(
+                    "node {me} is not the leader either; leadership is moving"
+                ))
+                .into_response();
             }
-            forward(&ctx, id, &node, req).await.unwrap_or_else(IntoResponse::into_response)
+            forward(&ctx, id, &node, req)
+                .await
+                .unwrap_or_else(IntoResponse::into_response)
         }
         None => ApiErr::no_leader().into_response(),
     }
 }
 
 /// Send the request to the leader's API once and relay its answer.
-async fn forward(ctx: &Ctx, leader: u64, node: &ControlNode, req: Request) -> Result<Response, ApiErr> {
+async fn forward(
+    ctx: &Ctx,
+    leader: u64,
+    node: &ControlNode,
+    req: Request,
+) -> Result<Response, ApiErr> {
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, 8 * 1024 * 1024)
         .await
         .map_err(|e| ApiErr::bad_request(format!("cannot read request body: {e}")))?;
     let mut client = ApiClient::with_client_cert(
         vec![node.api_addr.clone()],
-        Trust::Bundle { bundles: ctx.tls.bundles.clone(), policy: PeerPolicy::RoleControl(ctx.trust_domain.clone()) },
+        Trust::Bundle {
+            bundles: ctx.tls.bundles.clone(),
+            policy: PeerPolicy::RoleControl(ctx.trust_domain.clone()),
+        },
         None,
         Some((&ctx.tls.chain_pem, &ctx.tls.key_pem)),
     )
@@ -180,17 +216,38 @@ async fn forward(ctx: &Ctx, leader: u64, node: &ControlNode, req: Request) -> Re
     client.retry_for = Duration::ZERO;
     client.attempt_timeout = COMMIT_TIMEOUT + Duration::from_secs(50);
     let mut headers = vec![(FORWARDED, ctx.node.node_id.to_string())];
-    if let Some(a) = parts.headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(a) = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         headers.push(("authorization", a.to_owned()));
     }
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let body = (!body.is_empty()).then(|| body.to_vec());
     match client.raw(parts.method, path, body, &headers, None).await {
-        Ok(r) => Ok((r.status, [(http::header::CONTENT_TYPE, r.content_type.unwrap_or_else(|| "application/json".into()))], r.body).into_response()),
+        Ok(r) => Ok((
+            r.status,
+            [(
+                http::header::CONTENT_TYPE,
+                r.content_type.unwrap_or_else(|| "application/json".into()),
+            )],
+            r.body,
+        )
+            .into_response()),
         Err(crate::client::ClientError::Connect { message, .. }) => {
-            Err(ApiErr::not_leader(format!("leader {leader} at {} is unreachable: {message}", node.api_addr)))
+            Err(ApiErr::not_leader(format!(
+                "leader {leader} at {} is unreachable: {message}",
+                node.api_addr
+            )))
         }
-        Err(e) => Err(ApiErr::new(StatusCode::GATEWAY_TIMEOUT, "forward_failed", format!("forwarding to leader {leader} failed; the request may or may not have taken effect: {e}"))),
+        Err(e) => Err(ApiErr::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "forward_failed",
+            format!(
+                "forwarding to leader {leader} failed; the request may or may not have taken effect: {e}"
+            ),
+        )),
     }
 }
 
@@ -212,11 +269,20 @@ fn lookup(ctx: &Ctx, token: &str) -> Result<CredentialKind, ApiErr> {
     let now = crate::clock::now_unix_ms();
     ctx.state
         .read(|s| s.authenticate(token, now).map(|c| c.kind.clone()))
-        .ok_or_else(|| ApiErr::new(StatusCode::UNAUTHORIZED, "unauthorized", "the token is unknown, expired or revoked"))
+        .ok_or_else(|| {
+            ApiErr::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the token is unknown, expired or revoked",
+            )
+        })
 }
 
 fn bearer(headers: &HeaderMap) -> Result<String, ApiErr> {
-    let h = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let h = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     match h.strip_prefix("Bearer ") {
         Some(t) if !t.trim().is_empty() => Ok(t.trim().to_owned()),
         _ => Err(ApiErr::new(
@@ -231,9 +297,9 @@ pub(crate) async fn ensure_linearizable(ctx: &Ctx) -> Result<(), ApiErr> {
     use openraft::error::{CheckIsLeaderError, RaftError};
     match ctx.raft.ensure_linearizable().await {
         Ok(_) => Ok(()),
-        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-            Err(ApiErr::not_leader(format!("leadership moved to {:?}; retry", f.leader_id)))
-        }
+        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(
+            ApiErr::not_leader(format!("leadership moved to {:?}; retry", f.leader_id)),
+        ),
         Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => Err(ApiErr::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_leader",
@@ -246,7 +312,11 @@ pub(crate) async fn ensure_linearizable(ctx: &Ctx) -> Result<(), ApiErr> {
 pub(crate) fn require_operator(kind: &CredentialKind) -> Result<(), ApiErr> {
     match kind {
         CredentialKind::Operator => Ok(()),
-        _ => Err(ApiErr::new(StatusCode::FORBIDDEN, "forbidden", "this call needs the operator token")),
+        _ => Err(ApiErr::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this call needs the operator token",
+        )),
     }
 }
 
@@ -257,15 +327,19 @@ pub(crate) async fn propose(ctx: &Ctx, cmd: Command) -> Result<CommandResponse, 
         Err(_) => Err(ApiErr::new(
             StatusCode::GATEWAY_TIMEOUT,
             "commit_timeout",
-            format!("not committed within {COMMIT_TIMEOUT:?}; the change may or may not take effect"),
+            format!(
+                "not committed within {COMMIT_TIMEOUT:?}; the change may or may not take effect"
+            ),
         )),
         Ok(Ok(r)) => Ok(r.data),
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-            Err(ApiErr::not_leader("this node lost leadership before the change was committed; it was not applied"))
+            Err(ApiErr::not_leader(
+                "this node lost leadership before the change was committed; it was not applied",
+            ))
         }
-        Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-            Err(ApiErr::new(StatusCode::CONFLICT, "membership", e.to_string()))
-        }
+        Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => Err(
+            ApiErr::new(StatusCode::CONFLICT, "membership", e.to_string()),
+        ),
         Ok(Err(RaftError::Fatal(f))) => Err(ApiErr::internal(f)),
     }
 }

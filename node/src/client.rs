@@ -33,7 +33,10 @@ pub enum Trust {
     /// Trust a control node whose chain includes the CA with this `sha256:` fingerprint.
     PinnedCa(String),
     /// Verify against bundles with a peer policy (node-to-node calls).
-    Bundle { bundles: Arc<TrustBundles>, policy: PeerPolicy },
+    Bundle {
+        bundles: Arc<TrustBundles>,
+        policy: PeerPolicy,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +63,9 @@ impl ClientError {
             ClientError::Api { status, error } => {
                 status.is_client_error() || is_not_leader(*status, error)
             }
-            ClientError::Io { .. } | ClientError::Timeout { .. } | ClientError::Decode { .. } => false,
+            ClientError::Io { .. } | ClientError::Timeout { .. } | ClientError::Decode { .. } => {
+                false
+            }
         }
     }
 
@@ -97,12 +102,19 @@ pub struct ApiClient {
     pool: Pool,
     /// Deadline for one attempt.
     pub attempt_timeout: Duration,
-    /// How long to keep retrying definite failures (no leader, connection refused).
+    /// How long to keep retrying definite failures (no leader, connection refused). Even at
+    /// zero, one pass over every endpoint is made for connection failures.
     pub retry_for: Duration,
+    /// Index of the endpoint that answered last; tried first.
+    preferred: std::sync::atomic::AtomicUsize,
 }
 
 impl ApiClient {
-    pub fn new(endpoints: Vec<String>, trust: Trust, token: Option<String>) -> Result<Self, ClientError> {
+    pub fn new(
+        endpoints: Vec<String>,
+        trust: Trust,
+        token: Option<String>,
+    ) -> Result<Self, ClientError> {
         Self::with_client_cert(endpoints, trust, token, None)
     }
 
@@ -113,11 +125,15 @@ impl ApiClient {
         client_cert: Option<(&str, &str)>,
     ) -> Result<Self, ClientError> {
         if endpoints.is_empty() {
-            return Err(ClientError::Config("no API address given; set one with --api or `meshctl context set`".into()));
+            return Err(ClientError::Config(
+                "no API address given; set one with --api or `meshctl context set`".into(),
+            ));
         }
         let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match trust {
             Trust::PinnedCa(fp) => identity::PinnedCaServerVerifier::new(fp),
-            Trust::Bundle { bundles, policy } => identity::SpiffeServerVerifier::new(bundles, policy),
+            Trust::Bundle { bundles, policy } => {
+                identity::SpiffeServerVerifier::new(bundles, policy)
+            }
         };
         let tls = identity::client_config(verifier, client_cert, &[b"http/1.1"])
             .map_err(|e| ClientError::Config(e.to_string()))?;
@@ -128,6 +144,7 @@ impl ApiClient {
             pool: Mutex::new(HashMap::new()),
             attempt_timeout: Duration::from_secs(15),
             retry_for: Duration::from_secs(10),
+            preferred: Default::default(),
         })
     }
 
@@ -140,6 +157,7 @@ impl ApiClient {
             pool: Mutex::new(HashMap::new()),
             attempt_timeout: self.attempt_timeout,
             retry_for: self.retry_for,
+            preferred: Default::default(),
         }
     }
 
@@ -156,13 +174,24 @@ impl ApiClient {
         headers: &[(&str, String)],
         timeout: Option<Duration>,
     ) -> Result<RawResponse, ClientError> {
+        use std::sync::atomic::Ordering::Relaxed;
         let deadline = tokio::time::Instant::now() + self.retry_for;
         let mut delay = Duration::from_millis(50);
-        let mut i = 0usize;
+        let n = self.endpoints.len();
+        let first = self.preferred.load(Relaxed) % n;
+        let mut tried = 0usize;
         loop {
-            let addr = &self.endpoints[i % self.endpoints.len()];
+            let i = (first + tried) % n;
+            let addr = &self.endpoints[i];
             let res = self
-                .attempt(addr, method.clone(), path, body.clone(), headers, timeout.unwrap_or(self.attempt_timeout))
+                .attempt(
+                    addr,
+                    method.clone(),
+                    path,
+                    body.clone(),
+                    headers,
+                    timeout.unwrap_or(self.attempt_timeout),
+                )
                 .await;
             let retry = match &res {
                 Err(e @ ClientError::Connect { .. }) => Some(e.to_string()),
@@ -175,14 +204,21 @@ impl ApiClient {
                 }
                 _ => None,
             };
+            tried += 1;
             match retry {
+                // A refused connection moves straight on to the next endpoint, once round.
+                Some(_) if tried < n && matches!(res, Err(ClientError::Connect { .. })) => {}
                 Some(why) if tokio::time::Instant::now() + delay < deadline => {
                     tracing::debug!(%addr, %why, "retrying");
-                    i += 1;
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_millis(500));
                 }
-                _ => return res,
+                _ => {
+                    if res.is_ok() {
+                        self.preferred.store(i, Relaxed);
+                    }
+                    return res;
+                }
             }
         }
     }
@@ -196,18 +232,28 @@ impl ApiClient {
         headers: &[(&str, String)],
         timeout: Duration,
     ) -> Result<RawResponse, ClientError> {
-        let pooled = self.pool.lock().ok().and_then(|mut p| p.get_mut(addr).and_then(Vec::pop));
+        let pooled = self
+            .pool
+            .lock()
+            .ok()
+            .and_then(|mut p| p.get_mut(addr).and_then(Vec::pop));
         let mut sender = match pooled {
             Some((at, s)) if !s.is_closed() && at.elapsed() < POOL_IDLE => s,
             _ => tokio::time::timeout(timeout, self.connect(addr))
                 .await
-                .map_err(|_| ClientError::Connect { addr: addr.into(), message: format!("timed out after {timeout:?}") })??,
+                .map_err(|_| ClientError::Connect {
+                    addr: addr.into(),
+                    message: format!("timed out after {timeout:?}"),
+                })??,
         };
         let mut req = Request::builder()
             .method(method)
             .uri(path)
             .header(http::header::HOST, addr)
-            .header(http::header::USER_AGENT, concat!("meshfed/", env!("CARGO_PKG_VERSION")));
+            .header(
+                http::header::USER_AGENT,
+                concat!("meshfed/", env!("CARGO_PKG_VERSION")),
+            );
         if let Some(t) = &self.token {
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
         }
@@ -222,19 +268,34 @@ impl ApiClient {
             .map_err(|e| ClientError::Config(e.to_string()))?;
         let exchange = async {
             sender.ready().await.map_err(|e| io_err(addr, e))?;
-            let resp = sender.send_request(req).await.map_err(|e| io_err(addr, e))?;
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| io_err(addr, e))?;
             let status = resp.status();
             let content_type = resp
                 .headers()
                 .get(http::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let body = resp.into_body().collect().await.map_err(|e| io_err(addr, e))?.to_bytes();
-            Ok::<_, ClientError>(RawResponse { status, body, content_type })
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| io_err(addr, e))?
+                .to_bytes();
+            Ok::<_, ClientError>(RawResponse {
+                status,
+                body,
+                content_type,
+            })
         };
         let out = tokio::time::timeout(timeout, exchange)
             .await
-            .map_err(|_| ClientError::Timeout { addr: addr.into(), timeout })??;
+            .map_err(|_| ClientError::Timeout {
+                addr: addr.into(),
+                timeout,
+            })??;
         if let Ok(mut p) = self.pool.lock() {
             let v = p.entry(addr.to_owned()).or_default();
             if v.len() < 8 {
@@ -245,10 +306,16 @@ impl ApiClient {
     }
 
     async fn connect(&self, addr: &str) -> Result<SendRequest<Full<Bytes>>, ClientError> {
-        let cerr = |m: String| ClientError::Connect { addr: addr.into(), message: m };
-        let tcp = TcpStream::connect(addr).await.map_err(|e| cerr(e.to_string()))?;
+        let cerr = |m: String| ClientError::Connect {
+            addr: addr.into(),
+            message: m,
+        };
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| cerr(e.to_string()))?;
         tcp.set_nodelay(true).map_err(|e| cerr(e.to_string()))?;
-        let name = ServerName::try_from("control.meshfed.invalid").map_err(|e| cerr(e.to_string()))?;
+        let name =
+            ServerName::try_from("control.meshfed.invalid").map_err(|e| cerr(e.to_string()))?;
         let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
             .connect(name, tcp)
             .await
@@ -293,9 +360,15 @@ impl ApiClient {
                 message: String::from_utf8_lossy(&r.body).chars().take(300).collect(),
                 details: vec![],
             });
-            return Err(ClientError::Api { status: r.status, error });
+            return Err(ClientError::Api {
+                status: r.status,
+                error,
+            });
         }
-        serde_json::from_slice(&r.body).map_err(|e| ClientError::Decode { addr, message: e.to_string() })
+        serde_json::from_slice(&r.body).map_err(|e| ClientError::Decode {
+            addr,
+            message: e.to_string(),
+        })
     }
 
     pub async fn status(&self) -> Result<StatusResponse, ClientError> {
@@ -306,23 +379,60 @@ impl ApiClient {
         self.call(Method::POST, "/v1/apply", Some(req)).await
     }
 
-    pub async fn list(&self, kind: Kind, namespace: Option<&str>) -> Result<ListResponse, ClientError> {
-        let q = namespace.map(|n| format!("?namespace={n}")).unwrap_or_default();
-        self.call(Method::GET, &format!("/v1/resources/{kind}{q}"), None::<&()>).await
+    pub async fn list(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+    ) -> Result<ListResponse, ClientError> {
+        let q = namespace
+            .map(|n| format!("?namespace={n}"))
+            .unwrap_or_default();
+        self.call(
+            Method::GET,
+            &format!("/v1/resources/{kind}{q}"),
+            None::<&()>,
+        )
+        .await
     }
 
-    pub async fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Resource, ClientError> {
-        self.call(Method::GET, &format!("/v1/resources/{kind}/{namespace}/{name}"), None::<&()>).await
+    pub async fn get(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Resource, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/resources/{kind}/{namespace}/{name}"),
+            None::<&()>,
+        )
+        .await
     }
 
-    pub async fn delete(&self, kind: Kind, namespace: &str, name: &str) -> Result<DeleteResponse, ClientError> {
-        self.call(Method::DELETE, &format!("/v1/resources/{kind}/{namespace}/{name}"), None::<&()>).await
+    pub async fn delete(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<DeleteResponse, ClientError> {
+        self.call(
+            Method::DELETE,
+            &format!("/v1/resources/{kind}/{namespace}/{name}"),
+            None::<&()>,
+        )
+        .await
     }
 
     /// Long-poll for changes after `from`, waiting up to `wait` on the server.
     pub async fn watch(&self, from: u64, wait: Duration) -> Result<WatchResponse, ClientError> {
         let path = format!("/v1/watch?from={from}&wait_ms={}", wait.as_millis());
-        self.call_with_timeout(Method::GET, &path, None::<&()>, Some(wait + Duration::from_secs(10))).await
+        self.call_with_timeout(
+            Method::GET,
+            &path,
+            None::<&()>,
+            Some(wait + Duration::from_secs(10)),
+        )
+        .await
     }
 
     pub async fn sign(&self, req: &SignRequest) -> Result<SignResponse, ClientError> {
@@ -335,21 +445,38 @@ impl ApiClient {
 
     pub async fn add_member(&self, node_id: u64) -> Result<(), ClientError> {
         let _: serde_json::Value = self
-            .call_with_timeout(Method::POST, "/v1/members", Some(&AddMemberRequest { node_id }), Some(Duration::from_secs(60)))
+            .call_with_timeout(
+                Method::POST,
+                "/v1/members",
+                Some(&AddMemberRequest { node_id }),
+                Some(Duration::from_secs(60)),
+            )
             .await?;
         Ok(())
     }
 
     pub async fn remove_member(&self, node_id: u64) -> Result<(), ClientError> {
-        let _: serde_json::Value = self.call(Method::DELETE, &format!("/v1/members/{node_id}"), None::<&()>).await?;
+        let _: serde_json::Value = self
+            .call(
+                Method::DELETE,
+                &format!("/v1/members/{node_id}"),
+                None::<&()>,
+            )
+            .await?;
         Ok(())
     }
 
-    pub async fn create_credential(&self, req: &CredentialRequest) -> Result<CredentialResponse, ClientError> {
+    pub async fn create_credential(
+        &self,
+        req: &CredentialRequest,
+    ) -> Result<CredentialResponse, ClientError> {
         self.call(Method::POST, "/v1/credentials", Some(req)).await
     }
 }
 
 fn io_err(addr: &str, e: impl std::fmt::Display) -> ClientError {
-    ClientError::Io { addr: addr.into(), message: e.to_string() }
+    ClientError::Io {
+        addr: addr.into(),
+        message: e.to_string(),
+    }
 }

@@ -31,7 +31,8 @@ use crate::raft_net::{self, NetworkFactory, TlsIdentity};
 use crate::token::{JoinToken, random_token};
 use crate::{api, clock};
 
-/// Raft timing. Defaults suit a LAN or loopback: a leader is detected lost after 0.4–0.8 s.
+/// Raft timing. With the defaults (50/250/400 ms) a lost leader is replaced after the lease
+/// (400 ms) plus 250–400 ms: 0.65–0.8 s, inside DESIGN §10's 1 s failover goal.
 #[derive(Debug, Clone, Copy)]
 pub struct RaftTiming {
     pub heartbeat_ms: u64,
@@ -77,8 +78,14 @@ pub type Ctx = Arc<ControlCtx>;
 /// How a start-up that found an empty data dir must finish once Raft is running.
 enum Fresh {
     Restart,
-    Bootstrap { cluster: ClusterName, ca: mesh_proto::command::CaMaterial },
-    Join { token: JoinToken, addrs: Vec<String> },
+    Bootstrap {
+        cluster: ClusterName,
+        ca: mesh_proto::command::CaMaterial,
+    },
+    Join {
+        token: JoinToken,
+        addrs: Vec<String>,
+    },
 }
 
 pub async fn run(opts: ControlOptions) -> anyhow::Result<()> {
@@ -88,7 +95,12 @@ pub async fn run(opts: ControlOptions) -> anyhow::Result<()> {
     let trust_domain = TrustDomain::new(node.trust_domain.clone())?;
     let mut bundles = TrustBundles::new();
     bundles.insert_pem(trust_domain.clone(), &ca_pem)?;
-    let tls = TlsIdentity { trust_domain: trust_domain.clone(), bundles: Arc::new(bundles), chain_pem, key_pem };
+    let tls = TlsIdentity {
+        trust_domain: trust_domain.clone(),
+        bundles: Arc::new(bundles),
+        chain_pem,
+        key_pem,
+    };
 
     let (log, sm) = mesh_raft_store::open(&dd.raft_dir()).await?;
     let state = sm.handle();
@@ -106,15 +118,31 @@ pub async fn run(opts: ControlOptions) -> anyhow::Result<()> {
     let network = NetworkFactory { tls: tls.clone() };
     let raft = Raft::new(node.node_id, Arc::new(config), network, log, sm).await?;
 
-    let raft_listener = TcpListener::bind(opts.raft_addr)
-        .await
-        .with_context(|| format!("cannot bind the raft port {}; is another meshd running?", opts.raft_addr))?;
-    let raft_task = tokio::spawn(raft_net::serve(raft_listener, tls.server_for_control()?, raft.clone()));
+    let raft_listener = TcpListener::bind(opts.raft_addr).await.with_context(|| {
+        format!(
+            "cannot bind the raft port {}; is another meshd running?",
+            opts.raft_addr
+        )
+    })?;
+    let raft_task = tokio::spawn(raft_net::serve(
+        raft_listener,
+        tls.server_for_control()?,
+        raft.clone(),
+    ));
 
-    let ctx = Arc::new(ControlCtx { raft: raft.clone(), state, node: node.clone(), trust_domain, tls });
-    let api_listener = TcpListener::bind(opts.api_addr)
-        .await
-        .with_context(|| format!("cannot bind the API port {}; is another meshd running?", opts.api_addr))?;
+    let ctx = Arc::new(ControlCtx {
+        raft: raft.clone(),
+        state,
+        node: node.clone(),
+        trust_domain,
+        tls,
+    });
+    let api_listener = TcpListener::bind(opts.api_addr).await.with_context(|| {
+        format!(
+            "cannot bind the API port {}; is another meshd running?",
+            opts.api_addr
+        )
+    })?;
     let api_task = tokio::spawn(api::serve(api_listener, ctx.clone()));
 
     match fresh {
@@ -158,7 +186,9 @@ async fn prepare(opts: &ControlOptions, dd: &DataDir) -> anyhow::Result<(NodeFil
         api_addr: opts.api_addr.to_string(),
     };
     match (&opts.bootstrap, &opts.join) {
-        (Some(_), Some(_)) => bail!("--bootstrap and --join-token are exclusive: bootstrap the first node, join the others"),
+        (Some(_), Some(_)) => bail!(
+            "--bootstrap and --join-token are exclusive: bootstrap the first node, join the others"
+        ),
         (None, None) => bail!(
             "{} is not initialised: pass --bootstrap --cluster NAME --trust-domain TD for the first \
              control node, or --join-token TOKEN for the others",
@@ -169,16 +199,37 @@ async fn prepare(opts: &ControlOptions, dd: &DataDir) -> anyhow::Result<(NodeFil
             let ca = identity::generate_ca(&b.cluster, &b.trust_domain, now)?;
             let id = SpiffeId::control(&b.trust_domain, &opts.name);
             let kc = identity::generate_csr(&id)?;
-            let requester = Requester::Control { node: opts.name.clone() };
+            let requester = Requester::Control {
+                node: opts.name.clone(),
+            };
             let checked = identity::check_csr(&kc.csr_pem, &b.trust_domain, &requester)?;
-            let svid = identity::sign_svid(&ca, &kc.csr_pem, &checked, identity::MAX_SVID_TTL_SECS, now)?;
-            dd.save_tls(&ca.cert_pem, &format!("{}{}", svid.cert_pem, ca.cert_pem), &kc.key_pem)?;
+            let svid =
+                identity::sign_svid(&ca, &kc.csr_pem, &checked, identity::MAX_SVID_TTL_SECS, now)?;
+            dd.save_tls(
+                &ca.cert_pem,
+                &format!("{}{}", svid.cert_pem, ca.cert_pem),
+                &kc.key_pem,
+            )?;
             let node = file(b.cluster.as_str(), b.trust_domain.as_str(), 1);
-            Ok((node, Fresh::Bootstrap { cluster: b.cluster.clone(), ca }))
+            Ok((
+                node,
+                Fresh::Bootstrap {
+                    cluster: b.cluster.clone(),
+                    ca,
+                },
+            ))
         }
         (None, Some(j)) => {
-            let addrs = if j.addrs.is_empty() { j.token.api.clone() } else { j.addrs.clone() };
-            let client = ApiClient::new(addrs.clone(), Trust::PinnedCa(j.token.ca_fingerprint.clone()), Some(j.token.secret.clone()))?;
+            let addrs = if j.addrs.is_empty() {
+                j.token.api.clone()
+            } else {
+                j.addrs.clone()
+            };
+            let client = ApiClient::new(
+                addrs.clone(),
+                Trust::PinnedCa(j.token.ca_fingerprint.clone()),
+                Some(j.token.secret.clone()),
+            )?;
             let td = TrustDomain::new(j.token.trust_domain.clone())?;
             let id = SpiffeId::control(&td, &opts.name);
             let kc = identity::generate_csr(&id)?;
@@ -191,9 +242,19 @@ async fn prepare(opts: &ControlOptions, dd: &DataDir) -> anyhow::Result<(NodeFil
                 })
                 .await
                 .context("join refused")?;
-            dd.save_tls(&resp.ca_pem, &format!("{}{}", resp.cert_pem, resp.ca_pem), &kc.key_pem)?;
+            dd.save_tls(
+                &resp.ca_pem,
+                &format!("{}{}", resp.cert_pem, resp.ca_pem),
+                &kc.key_pem,
+            )?;
             let node = file(&resp.cluster, &resp.trust_domain, resp.node_id);
-            Ok((node, Fresh::Join { token: j.token.clone(), addrs }))
+            Ok((
+                node,
+                Fresh::Join {
+                    token: j.token.clone(),
+                    addrs,
+                },
+            ))
         }
     }
 }
@@ -209,7 +270,9 @@ async fn finish_bootstrap(
         raft_addr: ctx.node.raft_addr.clone(),
         api_addr: ctx.node.api_addr.clone(),
     };
-    ctx.raft.initialize(BTreeMap::from([(ctx.node.node_id, me)])).await?;
+    ctx.raft
+        .initialize(BTreeMap::from([(ctx.node.node_id, me)]))
+        .await?;
     ctx.raft
         .wait(Some(Duration::from_secs(10)))
         .current_leader(ctx.node.node_id, "bootstrap")
@@ -225,7 +288,10 @@ async fn finish_bootstrap(
         ca: ca.clone(),
         operator_token_sha256: token_sha256(&operator),
         join_token_sha256: token_sha256(&join_secret),
-        gossip_key: GossipKey { id: 1, key_b64: gossip.trim_start_matches("mfgk_").to_owned() },
+        gossip_key: GossipKey {
+            id: 1,
+            key_b64: gossip.trim_start_matches("mfgk_").to_owned(),
+        },
         now_unix_ms: now,
     };
     let resp = ctx.raft.client_write(init).await?.data;
@@ -238,29 +304,55 @@ async fn finish_bootstrap(
         raft_addr: ctx.node.raft_addr.clone(),
         api_addr: ctx.node.api_addr.clone(),
     };
-    ctx.raft.client_write(Command::RegisterControlNode { info, now_unix_ms: now }).await?;
+    ctx.raft
+        .client_write(Command::RegisterControlNode {
+            info,
+            now_unix_ms: now,
+        })
+        .await?;
     dd.save_node(&ctx.node)?;
-    let join = JoinToken { secret: join_secret, ca_fingerprint: ca.fingerprint.clone(), trust_domain: ctx.trust_domain.to_string(), api: vec![ctx.node.api_addr.clone()] };
+    let join = JoinToken {
+        secret: join_secret,
+        ca_fingerprint: ca.fingerprint.clone(),
+        trust_domain: ctx.trust_domain.to_string(),
+        api: vec![ctx.node.api_addr.clone()],
+    };
     print_bootstrap(ctx, &cluster, &ca.fingerprint, &operator, &join.encode()?);
     Ok(())
 }
 
 fn print_bootstrap(ctx: &Ctx, cluster: &ClusterName, fp: &str, operator: &str, join: &str) {
     let api = &ctx.node.api_addr;
-    println!("meshfed cluster {cluster} bootstrapped (trust domain {})", ctx.trust_domain);
+    println!(
+        "meshfed cluster {cluster} bootstrapped (trust domain {})",
+        ctx.trust_domain
+    );
     println!("The operator token is shown once. Store it now; only its hash is kept.");
     println!("MESHFED_CA_FINGERPRINT={fp}");
     println!("MESHFED_API={api}");
     println!("MESHFED_TOKEN={operator}");
     println!("MESHFED_JOIN_TOKEN={join}");
     println!("Point meshctl at it:");
-    println!("  meshctl context set {cluster} --api {api} --ca-fingerprint {fp} --token {operator}");
+    println!(
+        "  meshctl context set {cluster} --api {api} --ca-fingerprint {fp} --token {operator}"
+    );
     println!("Add control nodes (3 or 5 in all):");
-    println!("  meshd control --name c2 --data-dir DIR --raft-addr HOST:7001 --api-addr HOST:7443 --join-token {join}");
+    println!(
+        "  meshd control --name c2 --data-dir DIR --raft-addr HOST:7001 --api-addr HOST:7443 --join-token {join}"
+    );
 }
 
-async fn finish_join(ctx: &Ctx, dd: &DataDir, token: &JoinToken, addrs: &[String]) -> anyhow::Result<()> {
-    let client = ApiClient::new(addrs.to_vec(), Trust::PinnedCa(token.ca_fingerprint.clone()), Some(token.secret.clone()))?;
+async fn finish_join(
+    ctx: &Ctx,
+    dd: &DataDir,
+    token: &JoinToken,
+    addrs: &[String],
+) -> anyhow::Result<()> {
+    let client = ApiClient::new(
+        addrs.to_vec(),
+        Trust::PinnedCa(token.ca_fingerprint.clone()),
+        Some(token.secret.clone()),
+    )?;
     // The leader adds us as a learner (which needs our Raft server up: it is), waits for us to
     // catch up, then promotes us to voter.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -277,11 +369,19 @@ async fn finish_join(ctx: &Ctx, dd: &DataDir, token: &JoinToken, addrs: &[String
         }
     }
     dd.save_node(&ctx.node)?;
-    println!("joined cluster {} as control node {} (id {})", ctx.node.cluster, ctx.node.name, ctx.node.node_id);
+    println!(
+        "joined cluster {} as control node {} (id {})",
+        ctx.node.cluster, ctx.node.name, ctx.node.node_id
+    );
     Ok(())
 }
 
 /// The current voter ids, from the latest membership config.
 pub fn voters(raft: &Raft) -> BTreeSet<u64> {
-    raft.metrics().borrow().membership_config.membership().voter_ids().collect()
+    raft.metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect()
 }

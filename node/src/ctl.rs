@@ -31,12 +31,18 @@ pub struct Conn {
 impl Conn {
     pub fn client(&self) -> anyhow::Result<ApiClient> {
         if self.api.is_empty() {
-            bail!("no control API address; run `meshctl context set NAME --api HOST:PORT --ca-fingerprint FP --token TOKEN` or pass --api");
+            bail!(
+                "no control API address; run `meshctl context set NAME --api HOST:PORT --ca-fingerprint FP --token TOKEN` or pass --api"
+            );
         }
         let fp = self.ca_fingerprint.clone().context(
             "no CA fingerprint to pin; pass --ca-fingerprint (printed by `meshd control --bootstrap`) or set it in the context",
         )?;
-        Ok(ApiClient::new(self.api.clone(), Trust::PinnedCa(fp), self.token.clone())?)
+        Ok(ApiClient::new(
+            self.api.clone(),
+            Trust::PinnedCa(fp),
+            self.token.clone(),
+        )?)
     }
 }
 
@@ -60,7 +66,12 @@ pub async fn status(conn: &Conn, fmt: Format) -> anyhow::Result<()> {
     output::status(&s, fmt)
 }
 
-pub async fn apply(conn: &Conn, files: &[PathBuf], dry_run: bool, fmt: Format) -> anyhow::Result<()> {
+pub async fn apply(
+    conn: &Conn,
+    files: &[PathBuf],
+    dry_run: bool,
+    fmt: Format,
+) -> anyhow::Result<()> {
     let docs = read_manifests(files)?;
     let resources = docs.documents.iter().map(|d| d.resource.clone()).collect();
     let resp = conn
@@ -87,11 +98,22 @@ pub async fn diff(conn: &Conn, files: &[PathBuf]) -> anyhow::Result<bool> {
     Ok(any)
 }
 
-pub async fn get(conn: &Conn, kind: &str, name: Option<&str>, namespace: Option<&str>, fmt: Format) -> anyhow::Result<()> {
+pub async fn get(
+    conn: &Conn,
+    kind: &str,
+    name: Option<&str>,
+    namespace: Option<&str>,
+    fmt: Format,
+) -> anyhow::Result<()> {
     let kind = parse_kind(kind)?;
     let client = conn.client()?;
     let items = match name {
-        Some(n) => vec![client.get(kind, namespace.unwrap_or("default"), n).await.map_err(explain)?],
+        Some(n) => vec![
+            client
+                .get(kind, namespace.unwrap_or("default"), n)
+                .await
+                .map_err(explain)?,
+        ],
         None => client.list(kind, namespace).await.map_err(explain)?.items,
     };
     output::resources(kind, &items, name.is_some(), fmt)
@@ -99,7 +121,11 @@ pub async fn get(conn: &Conn, kind: &str, name: Option<&str>, namespace: Option<
 
 pub async fn delete(conn: &Conn, kind: &str, name: &str, namespace: &str) -> anyhow::Result<()> {
     let kind = parse_kind(kind)?;
-    let r = conn.client()?.delete(kind, namespace, name).await.map_err(explain)?;
+    let r = conn
+        .client()?
+        .delete(kind, namespace, name)
+        .await
+        .map_err(explain)?;
     println!("{kind}/{namespace}/{name} deleted (version {})", r.version);
     Ok(())
 }
@@ -122,7 +148,8 @@ fn read_manifests(files: &[PathBuf]) -> anyhow::Result<manifest::Manifests> {
     };
     let docs = manifest::read_paths(files, stdin).map_err(|e| anyhow::anyhow!("{e}"))?;
     // Validate here first, so errors carry file:line:column; the server validates again.
-    docs.validate().map_err(|e| anyhow::anyhow!("{e}\nnothing was applied"))?;
+    docs.validate()
+        .map_err(|e| anyhow::anyhow!("{e}\nnothing was applied"))?;
     Ok(docs)
 }
 
@@ -137,7 +164,10 @@ fn locate_api_error(docs: &manifest::Manifests, e: ClientError) -> anyhow::Error
                 .iter()
                 .map(|p| {
                     let l = docs.locate(p);
-                    format!("{}:{}:{}: {}: {}", l.file, l.line, l.column, l.field, l.message)
+                    format!(
+                        "{}:{}:{}: {}: {}",
+                        l.file, l.line, l.column, l.field, l.message
+                    )
                 })
                 .collect();
             return anyhow::anyhow!("{}\n{}", lines.join("\n"), error.message);

@@ -62,7 +62,10 @@ impl DataDir {
                 anyhow::anyhow!("{} is corrupt: {e}", self.node_file().display())
             })?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", self.node_file().display())),
+            Err(e) => Err(anyhow::anyhow!(
+                "cannot read {}: {e}",
+                self.node_file().display()
+            )),
         }
     }
 
@@ -88,7 +91,11 @@ impl DataDir {
         let read = |p: PathBuf| {
             fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
         };
-        Ok((read(self.ca_pem())?, read(self.cert_pem())?, read(self.key_pem())?))
+        Ok((
+            read(self.ca_pem())?,
+            read(self.cert_pem())?,
+            read(self.key_pem())?,
+        ))
     }
 }
 

@@ -85,7 +85,12 @@ impl TlsIdentity {
             PeerPolicy::RoleControl(self.trust_domain.clone()),
             true,
         );
-        Ok(Arc::new(identity::server_config(&self.chain_pem, &self.key_pem, Some(verifier), &[])?))
+        Ok(Arc::new(identity::server_config(
+            &self.chain_pem,
+            &self.key_pem,
+            Some(verifier),
+            &[],
+        )?))
     }
 }
 
@@ -100,7 +105,10 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         RaftConn {
             target,
             addr: node.raft_addr.clone(),
-            tls: self.tls.client_for_control(&node.name).map_err(|e| e.to_string()),
+            tls: self
+                .tls
+                .client_for_control(&node.name)
+                .map_err(|e| e.to_string()),
             stream: None,
         }
     }
@@ -145,7 +153,9 @@ impl RaftConn {
             return Err(CallError::Connect(io::Error::other("no connection")));
         };
         write_frame(stream, body).await.map_err(CallError::Io)?;
-        let reply = read_frame(stream, MAX_RAFT_FRAME).await.map_err(CallError::Io)?;
+        let reply = read_frame(stream, MAX_RAFT_FRAME)
+            .await
+            .map_err(CallError::Io)?;
         codec::decode(&reply).map_err(|e| CallError::Io(io::Error::other(e)))
     }
 
@@ -154,7 +164,9 @@ impl RaftConn {
         let tcp = TcpStream::connect(&self.addr).await?;
         tcp.set_nodelay(true)?;
         let name = ServerName::try_from("control.meshfed.invalid").map_err(io::Error::other)?;
-        tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await
+        tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
     }
 
     fn rpc_error<E: std::error::Error>(&self, e: CallError) -> RPCError<u64, ControlNode, E> {
@@ -166,7 +178,9 @@ impl RaftConn {
 }
 
 fn mismatched<E: std::error::Error>() -> RPCError<u64, ControlNode, E> {
-    RPCError::Network(NetworkError::new(&io::Error::other("peer sent a reply of the wrong type")))
+    RPCError::Network(NetworkError::new(&io::Error::other(
+        "peer sent a reply of the wrong type",
+    )))
 }
 
 impl RaftNetwork<TypeConfig> for RaftConn {
@@ -175,7 +189,10 @@ impl RaftNetwork<TypeConfig> for RaftConn {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, ControlNode, RaftError<u64>>> {
-        match self.call(&RaftRequest::Append(rpc), option.hard_ttl()).await {
+        match self
+            .call(&RaftRequest::Append(rpc), option.hard_ttl())
+            .await
+        {
             Ok(RaftReply::Append(Ok(r))) => Ok(r),
             Ok(RaftReply::Append(Err(e))) => {
                 Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -193,7 +210,10 @@ impl RaftNetwork<TypeConfig> for RaftConn {
         InstallSnapshotResponse<u64>,
         RPCError<u64, ControlNode, RaftError<u64, InstallSnapshotError>>,
     > {
-        match self.call(&RaftRequest::Snapshot(rpc), option.hard_ttl()).await {
+        match self
+            .call(&RaftRequest::Snapshot(rpc), option.hard_ttl())
+            .await
+        {
             Ok(RaftReply::Snapshot(Ok(r))) => Ok(r),
             Ok(RaftReply::Snapshot(Err(e))) => {
                 Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -210,7 +230,9 @@ impl RaftNetwork<TypeConfig> for RaftConn {
     ) -> Result<VoteResponse<u64>, RPCError<u64, ControlNode, RaftError<u64>>> {
         match self.call(&RaftRequest::Vote(rpc), option.hard_ttl()).await {
             Ok(RaftReply::Vote(Ok(r))) => Ok(r),
-            Ok(RaftReply::Vote(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(RaftReply::Vote(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             Ok(_) => Err(mismatched()),
             Err(e) => Err(self.rpc_error(e)),
         }

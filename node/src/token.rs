@@ -14,7 +14,9 @@ const JOIN_PREFIX: &str = "meshfed-join1.";
 /// A fresh random secret with a readable prefix, e.g. `mfop_...`.
 pub fn random_token(prefix: &str) -> anyhow::Result<String> {
     let mut b = [0u8; 32];
-    SystemRandom::new().fill(&mut b).map_err(|_| anyhow::anyhow!("the OS random source failed"))?;
+    SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| anyhow::anyhow!("the OS random source failed"))?;
     Ok(format!("{prefix}_{}", URL_SAFE_NO_PAD.encode(b)))
 }
 
@@ -33,7 +35,10 @@ pub struct JoinToken {
 
 impl JoinToken {
     pub fn encode(&self) -> anyhow::Result<String> {
-        Ok(format!("{JOIN_PREFIX}{}", URL_SAFE_NO_PAD.encode(serde_json::to_vec(self)?)))
+        Ok(format!(
+            "{JOIN_PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(self)?)
+        ))
     }
 
     pub fn decode(s: &str) -> anyhow::Result<Self> {
@@ -64,8 +69,18 @@ mod tests {
             api: vec!["127.0.1.1:7443".into()],
         };
         assert_eq!(JoinToken::decode(&t.encode().unwrap()).unwrap(), t);
-        assert!(JoinToken::decode("mfop_xyz").unwrap_err().to_string().contains("not a join"));
-        assert!(JoinToken::decode("meshfed-join1.!!!").unwrap_err().to_string().contains("damaged"));
+        assert!(
+            JoinToken::decode("mfop_xyz")
+                .unwrap_err()
+                .to_string()
+                .contains("not a join")
+        );
+        assert!(
+            JoinToken::decode("meshfed-join1.!!!")
+                .unwrap_err()
+                .to_string()
+                .contains("damaged")
+        );
         assert_ne!(random_token("a").unwrap(), random_token("a").unwrap());
     }
 }

@@ -28,14 +28,16 @@ fn config() -> impl bincode::config::Config {
 
 /// Encode a message body (no length prefix).
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    bincode::serde::encode_to_vec(value, config())
-        .map_err(|e| CodecError::Encode(e.to_string()))
+    bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError::Encode(e.to_string()))
 }
 
 /// Decode a message body that must be exactly one `T`.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     if bytes.len() > MAX_FRAME_BYTES {
-        return Err(CodecError::TooLarge { len: bytes.len(), limit: MAX_FRAME_BYTES });
+        return Err(CodecError::TooLarge {
+            len: bytes.len(),
+            limit: MAX_FRAME_BYTES,
+        });
     }
     let (value, used) = bincode::serde::decode_from_slice(bytes, config())
         .map_err(|e| CodecError::Decode(e.to_string()))?;
@@ -47,8 +49,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 
 /// Prefix `body` with its length as a big-endian u32.
 pub fn frame(body: &[u8]) -> Result<Vec<u8>, CodecError> {
-    let len = u32::try_from(body.len())
-        .map_err(|_| CodecError::TooLarge { len: body.len(), limit: u32::MAX as usize })?;
+    let len = u32::try_from(body.len()).map_err(|_| CodecError::TooLarge {
+        len: body.len(),
+        limit: u32::MAX as usize,
+    })?;
     let mut out = Vec::with_capacity(4 + body.len());
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(body);
@@ -89,6 +93,9 @@ mod tests {
         let ok = encode(&7u8).unwrap();
         let mut trailing = ok.clone();
         trailing.push(0);
-        assert!(matches!(decode::<u8>(&trailing), Err(CodecError::Trailing(1))));
+        assert!(matches!(
+            decode::<u8>(&trailing),
+            Err(CodecError::Trailing(1))
+        ));
     }
 }

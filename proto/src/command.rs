@@ -25,13 +25,22 @@ pub enum Command {
     },
     /// Create or replace a batch of already-validated resources, atomically. Every resource in
     /// the batch gets the same new revision. A `expect_version` mismatch rejects the whole batch.
-    ApplyResources { resources: Vec<ResourceWrite>, now_unix_ms: u64 },
+    ApplyResources {
+        resources: Vec<ResourceWrite>,
+        now_unix_ms: u64,
+    },
     /// Delete one resource. Deleting a missing resource is reported, not an error of the log.
     DeleteResource { key: ResourceKey, now_unix_ms: u64 },
     /// Record a control node and assign it the next free Raft node id.
-    RegisterControlNode { info: ControlNodeInfo, now_unix_ms: u64 },
+    RegisterControlNode {
+        info: ControlNodeInfo,
+        now_unix_ms: u64,
+    },
     /// Store a credential (its hash only).
-    PutCredential { token_sha256: String, credential: Credential },
+    PutCredential {
+        token_sha256: String,
+        credential: Credential,
+    },
     /// Revoke every credential bound to `node`.
     RevokeNode { node: NodeName, now_unix_ms: u64 },
 }
@@ -57,14 +66,30 @@ pub enum CommandResponse {
     /// The cluster was already initialised; nothing changed.
     AlreadyInitialized,
     /// Resources written at this revision; `unchanged` lists writes that were identical.
-    Applied { version: u64, changed: Vec<ResourceKey>, unchanged: Vec<ResourceKey> },
-    Deleted { version: u64 },
-    NotFound { key: ResourceKey },
+    Applied {
+        version: u64,
+        changed: Vec<ResourceKey>,
+        unchanged: Vec<ResourceKey>,
+    },
+    Deleted {
+        version: u64,
+    },
+    NotFound {
+        key: ResourceKey,
+    },
     /// An `expect_version` did not match; nothing in the batch was written.
-    Conflict { key: ResourceKey, expected: u64, actual: u64 },
-    NodeRegistered { node_id: u64 },
+    Conflict {
+        key: ResourceKey,
+        expected: u64,
+        actual: u64,
+    },
+    NodeRegistered {
+        node_id: u64,
+    },
     CredentialStored,
-    Revoked { credentials: u32 },
+    Revoked {
+        credentials: u32,
+    },
 }
 
 /// The cluster CA, as held in Raft. Only control nodes ever see `key_pem`.
@@ -102,7 +127,10 @@ pub enum CredentialKind {
     ControlJoin,
     /// An agent on `node`: may obtain `mesh/agent/<node>` and the workload identities of
     /// `services`, and nothing else.
-    Agent { node: NodeName, services: Vec<ServiceName> },
+    Agent {
+        node: NodeName,
+        services: Vec<ServiceName>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,11 +12,19 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
     #[error("{kind} {value:?} is invalid: {reason}")]
-    Invalid { kind: &'static str, value: String, reason: String },
+    Invalid {
+        kind: &'static str,
+        value: String,
+        reason: String,
+    },
 }
 
 fn invalid(kind: &'static str, value: &str, reason: impl Into<String>) -> IdError {
-    IdError::Invalid { kind, value: value.to_owned(), reason: reason.into() }
+    IdError::Invalid {
+        kind,
+        value: value.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 /// A DNS-label-like name: 1..=63 chars of `[a-z0-9-]`, not starting or ending with `-`.
@@ -24,8 +32,15 @@ fn check_label(kind: &'static str, value: &str) -> Result<(), IdError> {
     if value.is_empty() || value.len() > 63 {
         return Err(invalid(kind, value, "must be 1 to 63 characters"));
     }
-    if !value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        return Err(invalid(kind, value, "may contain only lowercase letters, digits and '-'"));
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(invalid(
+            kind,
+            value,
+            "may contain only lowercase letters, digits and '-'",
+        ));
     }
     if value.starts_with('-') || value.ends_with('-') {
         return Err(invalid(kind, value, "must not start or end with '-'"));
@@ -104,7 +119,11 @@ impl TrustDomain {
         let td = spiffe::TrustDomain::new(&value)
             .map_err(|e| invalid("trust domain", &value, e.to_string()))?;
         if td.to_string() != value {
-            return Err(invalid("trust domain", &value, "give the bare name, e.g. east.mesh"));
+            return Err(invalid(
+                "trust domain",
+                &value,
+                "give the bare name, e.g. east.mesh",
+            ));
         }
         Ok(Self(value))
     }
@@ -143,20 +162,27 @@ pub enum Role {
     /// `/mesh/gateway/<node>`: an east-west gateway.
     Gateway(NodeName),
     /// `/ns/<namespace>/sa/<service account>`: a workload.
-    Workload { namespace: String, service_account: String },
+    Workload {
+        namespace: String,
+        service_account: String,
+    },
     /// Any other path. Never granted by the CA; kept so verifiers can name what they refused.
     Other,
 }
 
 impl SpiffeId {
     pub fn parse(value: &str) -> Result<Self, IdError> {
-        let id = spiffe::SpiffeId::new(value)
-            .map_err(|e| invalid("SPIFFE ID", value, e.to_string()))?;
+        let id =
+            spiffe::SpiffeId::new(value).map_err(|e| invalid("SPIFFE ID", value, e.to_string()))?;
         if id.path().is_empty() {
             return Err(invalid("SPIFFE ID", value, "the path must not be empty"));
         }
         if id.to_string() != value {
-            return Err(invalid("SPIFFE ID", value, format!("write it in canonical form: {id}")));
+            return Err(invalid(
+                "SPIFFE ID",
+                value,
+                format!("write it in canonical form: {id}"),
+            ));
         }
         Ok(Self {
             trust_domain: TrustDomain(id.trust_domain_name().to_owned()),
@@ -165,7 +191,10 @@ impl SpiffeId {
     }
 
     fn from_parts(td: &TrustDomain, path: String) -> Self {
-        Self { trust_domain: td.clone(), path }
+        Self {
+            trust_domain: td.clone(),
+            path,
+        }
     }
 
     pub fn control(td: &TrustDomain, node: &NodeName) -> Self {
@@ -252,7 +281,10 @@ mod tests {
         let w = SpiffeId::workload(&td, "default", &svc);
         assert_eq!(
             w.role(),
-            Role::Workload { namespace: "default".into(), service_account: "api".into() }
+            Role::Workload {
+                namespace: "default".into(),
+                service_account: "api".into()
+            }
         );
     }
 

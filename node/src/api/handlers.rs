@@ -25,7 +25,10 @@ use crate::control::{Ctx, voters};
 
 type ApiResult<T> = Result<Json<T>, ApiErr>;
 
-pub(super) async fn status(State(ctx): State<Ctx>, headers: HeaderMap) -> ApiResult<StatusResponse> {
+pub(super) async fn status(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+) -> ApiResult<StatusResponse> {
     authenticate_local(&ctx, &headers)?;
     let m = ctx.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership().clone();
@@ -53,7 +56,11 @@ pub(super) async fn status(State(ctx): State<Ctx>, headers: HeaderMap) -> ApiRes
         .collect();
     let (ca_fp, ca_exp, version) = ctx.state.read(|s| {
         let ca = s.data().ca.as_ref();
-        (ca.map(|c| c.fingerprint.clone()).unwrap_or_default(), ca.map_or(0, |c| c.not_after_unix), s.version())
+        (
+            ca.map(|c| c.fingerprint.clone()).unwrap_or_default(),
+            ca.map_or(0, |c| c.not_after_unix),
+            s.version(),
+        )
     });
     Ok(Json(StatusResponse {
         cluster: ctx.node.cluster.clone(),
@@ -80,10 +87,18 @@ pub(super) struct WatchQuery {
 }
 
 /// Long-poll: answer as soon as the applied config version passes `from`, or after `wait_ms`.
-pub(super) async fn watch(State(ctx): State<Ctx>, headers: HeaderMap, Query(q): Query<WatchQuery>) -> ApiResult<WatchResponse> {
+pub(super) async fn watch(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Query(q): Query<WatchQuery>,
+) -> ApiResult<WatchResponse> {
     let who = authenticate_local(&ctx, &headers)?;
     if matches!(who, CredentialKind::ControlJoin) {
-        return Err(ApiErr::new(StatusCode::FORBIDDEN, "forbidden", "a join token cannot watch config"));
+        return Err(ApiErr::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a join token cannot watch config",
+        ));
     }
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(30_000).min(60_000));
     let mut rx = ctx.state.subscribe();
@@ -91,11 +106,30 @@ pub(super) async fn watch(State(ctx): State<Ctx>, headers: HeaderMap, Query(q): 
     loop {
         let (version, catch_up) = ctx.state.read(|s| (s.version(), s.catch_up(q.from)));
         match catch_up {
-            CatchUp::Changes(changes) => return Ok(Json(WatchResponse { version, snapshot: None, changes })),
-            CatchUp::Snapshot(items) => return Ok(Json(WatchResponse { version, snapshot: Some(items), changes: vec![] })),
+            CatchUp::Changes(changes) => {
+                return Ok(Json(WatchResponse {
+                    version,
+                    snapshot: None,
+                    changes,
+                }));
+            }
+            CatchUp::Snapshot(items) => {
+                return Ok(Json(WatchResponse {
+                    version,
+                    snapshot: Some(items),
+                    changes: vec![],
+                }));
+            }
             CatchUp::UpToDate => {
-                if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
-                    return Ok(Json(WatchResponse { version, snapshot: None, changes: vec![] }));
+                if tokio::time::timeout_at(deadline, rx.changed())
+                    .await
+                    .is_err()
+                {
+                    return Ok(Json(WatchResponse {
+                        version,
+                        snapshot: None,
+                        changes: vec![],
+                    }));
                 }
             }
         }
@@ -105,7 +139,11 @@ pub(super) async fn watch(State(ctx): State<Ctx>, headers: HeaderMap, Query(q): 
 fn parse_kind(kind: &str) -> Result<Kind, ApiErr> {
     Kind::parse_loose(kind).ok_or_else(|| {
         let all: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
-        ApiErr::new(StatusCode::NOT_FOUND, "unknown_kind", format!("unknown kind {kind:?}; expected one of {}", all.join(", ")))
+        ApiErr::new(
+            StatusCode::NOT_FOUND,
+            "unknown_kind",
+            format!("unknown kind {kind:?}; expected one of {}", all.join(", ")),
+        )
     })
 }
 
@@ -114,12 +152,23 @@ pub(super) struct ListQuery {
     namespace: Option<String>,
 }
 
-pub(super) async fn list(State(ctx): State<Ctx>, headers: HeaderMap, Path(kind): Path<String>, Query(q): Query<ListQuery>) -> ApiResult<ListResponse> {
+pub(super) async fn list(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Path(kind): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<ListResponse> {
     let kind = parse_kind(&kind)?;
     require_operator(&authenticate(&ctx, &headers).await?)?;
-    Ok(Json(ctx.state.read(|s| ListResponse {
-        version: s.version(),
-        items: s.list(kind, q.namespace.as_deref()).into_iter().map(|r| r.to_resource()).collect(),
+    Ok(Json(ctx.state.read(|s| {
+        ListResponse {
+            version: s.version(),
+            items: s
+                .list(kind, q.namespace.as_deref())
+                .into_iter()
+                .map(|r| r.to_resource())
+                .collect(),
+        }
     })))
 }
 
@@ -130,11 +179,21 @@ pub(super) async fn get_one(
 ) -> ApiResult<mesh_proto::resource::Resource> {
     let kind = parse_kind(&kind)?;
     require_operator(&authenticate(&ctx, &headers).await?)?;
-    let key = ResourceKey { kind, namespace, name };
+    let key = ResourceKey {
+        kind,
+        namespace,
+        name,
+    };
     ctx.state
         .read(|s| s.resource(&key).map(|r| r.to_resource()))
         .map(Json)
-        .ok_or_else(|| ApiErr::new(StatusCode::NOT_FOUND, "not_found", format!("{key} does not exist")))
+        .ok_or_else(|| {
+            ApiErr::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{key} does not exist"),
+            )
+        })
 }
 
 pub(super) async fn delete_one(
@@ -144,29 +203,57 @@ pub(super) async fn delete_one(
 ) -> ApiResult<DeleteResponse> {
     let kind = parse_kind(&kind)?;
     require_operator(&authenticate(&ctx, &headers).await?)?;
-    let key = ResourceKey { kind, namespace, name };
-    match propose(&ctx, Command::DeleteResource { key, now_unix_ms: clock::now_unix_ms() }).await? {
+    let key = ResourceKey {
+        kind,
+        namespace,
+        name,
+    };
+    match propose(
+        &ctx,
+        Command::DeleteResource {
+            key,
+            now_unix_ms: clock::now_unix_ms(),
+        },
+    )
+    .await?
+    {
         CommandResponse::Deleted { version } => Ok(Json(DeleteResponse { version })),
-        CommandResponse::NotFound { key } => Err(ApiErr::new(StatusCode::NOT_FOUND, "not_found", format!("{key} does not exist"))),
+        CommandResponse::NotFound { key } => Err(ApiErr::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{key} does not exist"),
+        )),
         other => Err(ApiErr::internal(format!("unexpected outcome {other:?}"))),
     }
 }
 
-pub(super) async fn apply(State(ctx): State<Ctx>, headers: HeaderMap, Json(req): Json<ApplyRequest>) -> ApiResult<ApplyResponse> {
+pub(super) async fn apply(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Json(req): Json<ApplyRequest>,
+) -> ApiResult<ApplyResponse> {
     require_operator(&authenticate(&ctx, &headers).await?)?;
     if req.resources.is_empty() {
         return Err(ApiErr::bad_request("no resources in the request"));
     }
     let valid = mesh_core::config::validate_batch(&req.resources).map_err(|details| {
-        ApiErr(StatusCode::UNPROCESSABLE_ENTITY, ApiError {
-            code: "invalid_resource".into(),
-            message: format!("{} problem(s); nothing was applied", details.len()),
-            details,
-        })
+        ApiErr(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError {
+                code: "invalid_resource".into(),
+                message: format!("{} problem(s); nothing was applied", details.len()),
+                details,
+            },
+        )
     })?;
     let writes: Vec<ResourceWrite> = valid
         .into_iter()
-        .map(|v| ResourceWrite { key: v.key, labels: v.labels, spec_json: v.spec_json, expect_version: None })
+        .map(|v| ResourceWrite {
+            key: v.key,
+            labels: v.labels,
+            spec_json: v.spec_json,
+            expect_version: None,
+        })
         .collect();
     if req.dry_run {
         let results = ctx.state.read(|s| {
@@ -175,18 +262,38 @@ pub(super) async fn apply(State(ctx): State<Ctx>, headers: HeaderMap, Json(req):
                 .map(|w| {
                     let outcome = match s.resource(&w.key) {
                         None => "created (dry run)",
-                        Some(r) if r.spec_json == w.spec_json && r.labels == w.labels => "unchanged",
+                        Some(r) if r.spec_json == w.spec_json && r.labels == w.labels => {
+                            "unchanged"
+                        }
                         Some(_) => "configured (dry run)",
                     };
                     result(&w.key, outcome)
                 })
                 .collect()
         });
-        return Ok(Json(ApplyResponse { version: ctx.state.read(|s| s.version()), results }));
+        return Ok(Json(ApplyResponse {
+            version: ctx.state.read(|s| s.version()),
+            results,
+        }));
     }
-    let existed: Vec<bool> = ctx.state.read(|s| writes.iter().map(|w| s.resource(&w.key).is_some()).collect());
-    match propose(&ctx, Command::ApplyResources { resources: writes.clone(), now_unix_ms: clock::now_unix_ms() }).await? {
-        CommandResponse::Applied { version, unchanged, .. } => {
+    let existed: Vec<bool> = ctx.state.read(|s| {
+        writes
+            .iter()
+            .map(|w| s.resource(&w.key).is_some())
+            .collect()
+    });
+    match propose(
+        &ctx,
+        Command::ApplyResources {
+            resources: writes.clone(),
+            now_unix_ms: clock::now_unix_ms(),
+        },
+    )
+    .await?
+    {
+        CommandResponse::Applied {
+            version, unchanged, ..
+        } => {
             let results = writes
                 .iter()
                 .zip(existed)
@@ -203,7 +310,11 @@ pub(super) async fn apply(State(ctx): State<Ctx>, headers: HeaderMap, Json(req):
                 .collect();
             Ok(Json(ApplyResponse { version, results }))
         }
-        CommandResponse::Conflict { key, expected, actual } => Err(ApiErr::new(
+        CommandResponse::Conflict {
+            key,
+            expected,
+            actual,
+        } => Err(ApiErr::new(
             StatusCode::CONFLICT,
             "conflict",
             format!("{key} is at version {actual}, not {expected}; re-read it and apply again"),
@@ -213,39 +324,93 @@ pub(super) async fn apply(State(ctx): State<Ctx>, headers: HeaderMap, Json(req):
 }
 
 fn result(key: &ResourceKey, outcome: &str) -> ApplyResult {
-    ApplyResult { kind: key.kind.to_string(), namespace: key.namespace.clone(), name: key.name.clone(), outcome: outcome.into() }
+    ApplyResult {
+        kind: key.kind.to_string(),
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        outcome: outcome.into(),
+    }
 }
 
 fn csr_error(e: identity::CsrError) -> ApiErr {
-    let status = if matches!(e, identity::CsrError::NotPermitted { .. }) { StatusCode::FORBIDDEN } else { StatusCode::BAD_REQUEST };
+    let status = if matches!(e, identity::CsrError::NotPermitted { .. }) {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::BAD_REQUEST
+    };
     ApiErr::new(status, "csr_refused", e.to_string())
 }
 
 fn ca(ctx: &Ctx) -> Result<mesh_proto::command::CaMaterial, ApiErr> {
-    ctx.state.read(|s| s.data().ca.clone()).ok_or_else(|| ApiErr::internal("the cluster CA is not initialised yet"))
+    ctx.state
+        .read(|s| s.data().ca.clone())
+        .ok_or_else(|| ApiErr::internal("the cluster CA is not initialised yet"))
 }
 
-pub(super) async fn join(State(ctx): State<Ctx>, headers: HeaderMap, Json(req): Json<JoinRequest>) -> ApiResult<JoinResponse> {
+pub(super) async fn join(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Json(req): Json<JoinRequest>,
+) -> ApiResult<JoinResponse> {
     let who = authenticate(&ctx, &headers).await?;
     if !matches!(who, CredentialKind::ControlJoin) {
-        return Err(ApiErr::new(StatusCode::FORBIDDEN, "forbidden", "joining needs the join token printed at bootstrap"));
+        return Err(ApiErr::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "joining needs the join token printed at bootstrap",
+        ));
     }
-    let node = NodeName::new(req.node_name.clone()).map_err(|e| ApiErr::bad_request(format!("node_name: {e}")))?;
+    let node = NodeName::new(req.node_name.clone())
+        .map_err(|e| ApiErr::bad_request(format!("node_name: {e}")))?;
     let taken = ctx.state.read(|s| {
-        s.data().control_nodes.values().any(|n| n.name != node && (n.raft_addr == req.raft_addr || n.api_addr == req.api_addr))
+        s.data()
+            .control_nodes
+            .values()
+            .any(|n| n.name != node && (n.raft_addr == req.raft_addr || n.api_addr == req.api_addr))
     });
     if taken {
-        return Err(ApiErr::new(StatusCode::CONFLICT, "address_in_use", "another control node already uses that raft or API address"));
+        return Err(ApiErr::new(
+            StatusCode::CONFLICT,
+            "address_in_use",
+            "another control node already uses that raft or API address",
+        ));
     }
-    let id = identity::check_csr(&req.csr_pem, &ctx.trust_domain, &Requester::ControlJoin { node: node.clone() }).map_err(csr_error)?;
+    let id = identity::check_csr(
+        &req.csr_pem,
+        &ctx.trust_domain,
+        &Requester::ControlJoin { node: node.clone() },
+    )
+    .map_err(csr_error)?;
     let ca = ca(&ctx)?;
-    let svid = identity::sign_svid(&ca, &req.csr_pem, &id, identity::MAX_SVID_TTL_SECS, clock::now_unix()).map_err(ApiErr::internal)?;
-    let info = ControlNodeInfo { node_id: 0, name: node, raft_addr: req.raft_addr, api_addr: req.api_addr };
-    let node_id = match propose(&ctx, Command::RegisterControlNode { info, now_unix_ms: clock::now_unix_ms() }).await? {
+    let svid = identity::sign_svid(
+        &ca,
+        &req.csr_pem,
+        &id,
+        identity::MAX_SVID_TTL_SECS,
+        clock::now_unix(),
+    )
+    .map_err(ApiErr::internal)?;
+    let info = ControlNodeInfo {
+        node_id: 0,
+        name: node,
+        raft_addr: req.raft_addr,
+        api_addr: req.api_addr,
+    };
+    let node_id = match propose(
+        &ctx,
+        Command::RegisterControlNode {
+            info,
+            now_unix_ms: clock::now_unix_ms(),
+        },
+    )
+    .await?
+    {
         CommandResponse::NodeRegistered { node_id } => node_id,
         other => return Err(ApiErr::internal(format!("unexpected outcome {other:?}"))),
     };
-    let members = ctx.state.read(|s| s.data().control_nodes.values().cloned().collect());
+    let members = ctx
+        .state
+        .read(|s| s.data().control_nodes.values().cloned().collect());
     Ok(Json(JoinResponse {
         node_id,
         cluster: ctx.node.cluster.clone(),
@@ -256,36 +421,72 @@ pub(super) async fn join(State(ctx): State<Ctx>, headers: HeaderMap, Json(req): 
     }))
 }
 
-pub(super) async fn add_member(State(ctx): State<Ctx>, headers: HeaderMap, Json(req): Json<AddMemberRequest>) -> ApiResult<serde_json::Value> {
+pub(super) async fn add_member(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Json(req): Json<AddMemberRequest>,
+) -> ApiResult<serde_json::Value> {
     let who = authenticate(&ctx, &headers).await?;
     if !matches!(who, CredentialKind::ControlJoin | CredentialKind::Operator) {
-        return Err(ApiErr::new(StatusCode::FORBIDDEN, "forbidden", "adding a voter needs the join or operator token"));
+        return Err(ApiErr::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "adding a voter needs the join or operator token",
+        ));
     }
-    let info = ctx.state.read(|s| s.data().control_nodes.get(&req.node_id).cloned()).ok_or_else(|| {
-        ApiErr::new(StatusCode::NOT_FOUND, "not_found", format!("node {} never joined; run `meshd control --join-token` on it", req.node_id))
-    })?;
+    let info = ctx
+        .state
+        .read(|s| s.data().control_nodes.get(&req.node_id).cloned())
+        .ok_or_else(|| {
+            ApiErr::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "node {} never joined; run `meshd control --join-token` on it",
+                    req.node_id
+                ),
+            )
+        })?;
     if voters(&ctx.raft).contains(&req.node_id) {
-        return Ok(Json(serde_json::json!({"nodeId": req.node_id, "outcome": "already a voter"})));
+        return Ok(Json(
+            serde_json::json!({"nodeId": req.node_id, "outcome": "already a voter"}),
+        ));
     }
-    let node = ControlNode { name: info.name.to_string(), raft_addr: info.raft_addr, api_addr: info.api_addr };
+    let node = ControlNode {
+        name: info.name.to_string(),
+        raft_addr: info.raft_addr,
+        api_addr: info.api_addr,
+    };
     membership_change(&ctx, ctx.raft.add_learner(req.node_id, node, true)).await?;
     let add = ChangeMembers::AddVoterIds([req.node_id].into_iter().collect());
     membership_change(&ctx, ctx.raft.change_membership(add, false)).await?;
-    Ok(Json(serde_json::json!({"nodeId": req.node_id, "outcome": "voter"})))
+    Ok(Json(
+        serde_json::json!({"nodeId": req.node_id, "outcome": "voter"}),
+    ))
 }
 
-pub(super) async fn remove_member(State(ctx): State<Ctx>, headers: HeaderMap, Path(id): Path<u64>) -> ApiResult<serde_json::Value> {
+pub(super) async fn remove_member(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> ApiResult<serde_json::Value> {
     require_operator(&authenticate(&ctx, &headers).await?)?;
     let current = voters(&ctx.raft);
     if !current.contains(&id) {
-        return Err(ApiErr::new(StatusCode::NOT_FOUND, "not_found", format!("node {id} is not a voter; voters are {current:?}")));
+        return Err(ApiErr::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("node {id} is not a voter; voters are {current:?}"),
+        ));
     }
     if current.len() <= 1 {
         return Err(ApiErr::bad_request("refusing to remove the last voter"));
     }
     let remove = ChangeMembers::RemoveVoters([id].into_iter().collect());
     membership_change(&ctx, ctx.raft.change_membership(remove, false)).await?;
-    Ok(Json(serde_json::json!({"nodeId": id, "outcome": "removed"})))
+    Ok(Json(
+        serde_json::json!({"nodeId": id, "outcome": "removed"}),
+    ))
 }
 
 async fn membership_change<F, E>(_ctx: &Ctx, fut: F) -> Result<(), ApiErr>
@@ -293,47 +494,86 @@ where
     F: Future<Output = Result<E, RaftError<u64, ClientWriteError<u64, ControlNode>>>>,
 {
     match tokio::time::timeout(Duration::from_secs(30), fut).await {
-        Err(_) => Err(ApiErr::new(StatusCode::GATEWAY_TIMEOUT, "commit_timeout", "membership change not committed within 30 s")),
+        Err(_) => Err(ApiErr::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "commit_timeout",
+            "membership change not committed within 30 s",
+        )),
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(ApiErr::not_leader("leadership moved; retry")),
-        Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => Err(ApiErr::new(StatusCode::CONFLICT, "membership", e.to_string())),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+            Err(ApiErr::not_leader("leadership moved; retry"))
+        }
+        Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => Err(
+            ApiErr::new(StatusCode::CONFLICT, "membership", e.to_string()),
+        ),
         Ok(Err(RaftError::Fatal(f))) => Err(ApiErr::internal(f)),
     }
 }
 
-pub(super) async fn sign(State(ctx): State<Ctx>, headers: HeaderMap, Json(req): Json<SignRequest>) -> ApiResult<SignResponse> {
+pub(super) async fn sign(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Json(req): Json<SignRequest>,
+) -> ApiResult<SignResponse> {
     let who = authenticate(&ctx, &headers).await?;
     let requester = match who {
         CredentialKind::Operator => Requester::Operator,
         CredentialKind::Agent { node, services } => Requester::Agent { node, services },
         CredentialKind::ControlJoin => {
-            return Err(ApiErr::new(StatusCode::FORBIDDEN, "forbidden", "a join token can only be used by `meshd control --join-token`"));
+            return Err(ApiErr::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "a join token can only be used by `meshd control --join-token`",
+            ));
         }
     };
     let id = identity::check_csr(&req.csr_pem, &ctx.trust_domain, &requester).map_err(csr_error)?;
     let ca = ca(&ctx)?;
     let ttl = req.ttl_secs.unwrap_or(identity::DEFAULT_SVID_TTL_SECS);
-    let svid = identity::sign_svid(&ca, &req.csr_pem, &id, ttl, clock::now_unix()).map_err(ApiErr::internal)?;
-    Ok(Json(SignResponse { cert_pem: svid.cert_pem, ca_pem: ca.cert_pem, spiffe_id: id.to_string(), not_after_unix: svid.not_after_unix }))
+    let svid = identity::sign_svid(&ca, &req.csr_pem, &id, ttl, clock::now_unix())
+        .map_err(ApiErr::internal)?;
+    Ok(Json(SignResponse {
+        cert_pem: svid.cert_pem,
+        ca_pem: ca.cert_pem,
+        spiffe_id: id.to_string(),
+        not_after_unix: svid.not_after_unix,
+    }))
 }
 
-pub(super) async fn create_credential(State(ctx): State<Ctx>, headers: HeaderMap, Json(req): Json<CredentialRequest>) -> ApiResult<CredentialResponse> {
+pub(super) async fn create_credential(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Json(req): Json<CredentialRequest>,
+) -> ApiResult<CredentialResponse> {
     require_operator(&authenticate(&ctx, &headers).await?)?;
-    let node = NodeName::new(req.node.clone()).map_err(|e| ApiErr::bad_request(format!("node: {e}")))?;
+    let node =
+        NodeName::new(req.node.clone()).map_err(|e| ApiErr::bad_request(format!("node: {e}")))?;
     let services = req
         .services
         .iter()
-        .map(|s| ServiceName::new(s.clone()).map_err(|e| ApiErr::bad_request(format!("services: {e}"))))
+        .map(|s| {
+            ServiceName::new(s.clone()).map_err(|e| ApiErr::bad_request(format!("services: {e}")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let token = crate::token::random_token("mfagent").map_err(ApiErr::internal)?;
     let now = clock::now_unix_ms();
     let credential = Credential {
         kind: CredentialKind::Agent { node, services },
         created_unix_ms: now,
-        expires_unix_ms: if req.ttl_secs == 0 { 0 } else { now + req.ttl_secs * 1000 },
+        expires_unix_ms: if req.ttl_secs == 0 {
+            0
+        } else {
+            now + req.ttl_secs * 1000
+        },
         revoked: false,
     };
-    propose(&ctx, Command::PutCredential { token_sha256: token_sha256(&token), credential }).await?;
+    propose(
+        &ctx,
+        Command::PutCredential {
+            token_sha256: token_sha256(&token),
+            credential,
+        },
+    )
+    .await?;
     Ok(Json(CredentialResponse { token }))
 }
-

@@ -131,28 +131,75 @@ enum ContextCmd {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
-    let flags = Conn { api: cli.conn.api, ca_fingerprint: cli.conn.ca_fingerprint, token: cli.conn.token };
+    let flags = Conn {
+        api: cli.conn.api,
+        ca_fingerprint: cli.conn.ca_fingerprint,
+        token: cli.conn.token,
+    };
     let conn = || context::resolve(cli.conn.context.as_deref(), flags.clone());
     match cli.cmd {
         Cmd::Status { output } => ctl::status(&conn()?, output).await?,
-        Cmd::Apply { files, dry_run, output } => ctl::apply(&conn()?, &files, dry_run, output).await?,
+        Cmd::Apply {
+            files,
+            dry_run,
+            output,
+        } => ctl::apply(&conn()?, &files, dry_run, output).await?,
         Cmd::Diff { files } => return Ok(i32::from(ctl::diff(&conn()?, &files).await?)),
-        Cmd::Get { kind, name, namespace, output } => {
-            ctl::get(&conn()?, &kind, name.as_deref(), namespace.as_deref(), output).await?
+        Cmd::Get {
+            kind,
+            name,
+            namespace,
+            output,
+        } => {
+            ctl::get(
+                &conn()?,
+                &kind,
+                name.as_deref(),
+                namespace.as_deref(),
+                output,
+            )
+            .await?
         }
-        Cmd::Delete { kind, name, namespace } => ctl::delete(&conn()?, &kind, &name, &namespace).await?,
-        Cmd::Control { cmd: ControlCmd::Remove { node_id } } => {
-            conn()?.client()?.remove_member(node_id).await.map_err(ctl::explain)?;
+        Cmd::Delete {
+            kind,
+            name,
+            namespace,
+        } => ctl::delete(&conn()?, &kind, &name, &namespace).await?,
+        Cmd::Control {
+            cmd: ControlCmd::Remove { node_id },
+        } => {
+            conn()?
+                .client()?
+                .remove_member(node_id)
+                .await
+                .map_err(ctl::explain)?;
             println!("node {node_id} removed from the voters");
         }
-        Cmd::Control { cmd: ControlCmd::Add { node_id } } => {
-            conn()?.client()?.add_member(node_id).await.map_err(ctl::explain)?;
+        Cmd::Control {
+            cmd: ControlCmd::Add { node_id },
+        } => {
+            conn()?
+                .client()?
+                .add_member(node_id)
+                .await
+                .map_err(ctl::explain)?;
             println!("node {node_id} is a voter");
         }
-        Cmd::Credential { cmd: CredentialCmd::Create { node, services, ttl_secs } } => {
+        Cmd::Credential {
+            cmd:
+                CredentialCmd::Create {
+                    node,
+                    services,
+                    ttl_secs,
+                },
+        } => {
             let r = conn()?
                 .client()?
-                .create_credential(&CredentialRequest { node, services, ttl_secs })
+                .create_credential(&CredentialRequest {
+                    node,
+                    services,
+                    ttl_secs,
+                })
                 .await
                 .map_err(ctl::explain)?;
             eprintln!("agent credential (shown once; only its hash is stored):");
@@ -165,12 +212,30 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
 
 fn context_cmd(cmd: ContextCmd) -> anyhow::Result<()> {
     match cmd {
-        ContextCmd::Set { name, api_addrs, fingerprint, tok } => {
+        ContextCmd::Set {
+            name,
+            api_addrs,
+            fingerprint,
+            tok,
+        } => {
             if !fingerprint.starts_with("sha256:") {
-                anyhow::bail!("--ca-fingerprint must look like sha256:<hex>, as printed by `meshd control --bootstrap`");
+                anyhow::bail!(
+                    "--ca-fingerprint must look like sha256:<hex>, as printed by `meshd control --bootstrap`"
+                );
             }
-            context::set(&name, context::Context { api: api_addrs, ca_fingerprint: fingerprint, token: tok }, true)?;
-            println!("context {name} saved to {} and made current", context::path().display());
+            context::set(
+                &name,
+                context::Context {
+                    api: api_addrs,
+                    ca_fingerprint: fingerprint,
+                    token: tok,
+                },
+                true,
+            )?;
+            println!(
+                "context {name} saved to {} and made current",
+                context::path().display()
+            );
         }
         ContextCmd::Use { name } => {
             context::use_context(&name)?;
@@ -188,7 +253,11 @@ fn context_cmd(cmd: ContextCmd) -> anyhow::Result<()> {
                 Format::Yaml => print!("{}", serde_saphyr::to_string(&rows)?),
                 _ => {
                     for (n, c) in &f.contexts {
-                        let mark = if f.current.as_deref() == Some(n) { "*" } else { " " };
+                        let mark = if f.current.as_deref() == Some(n) {
+                            "*"
+                        } else {
+                            " "
+                        };
                         println!("{mark} {n}\t{}\t{}", c.api.join(","), c.ca_fingerprint);
                     }
                 }
@@ -201,7 +270,10 @@ fn context_cmd(cmd: ContextCmd) -> anyhow::Result<()> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     mesh_node::install_crypto_provider();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

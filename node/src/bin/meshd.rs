@@ -11,7 +11,11 @@ use mesh_node::token::JoinToken;
 use mesh_proto::{ClusterName, NodeName, TrustDomain};
 
 #[derive(Parser)]
-#[command(name = "meshd", version, about = "meshfed daemon: control node, agent or gateway")]
+#[command(
+    name = "meshd",
+    version,
+    about = "meshfed daemon: control node, agent or gateway"
+)]
 struct Cli {
     /// Log as JSON lines instead of plain text.
     #[arg(long, global = true, env = "MESHFED_LOG_JSON")]
@@ -32,7 +36,11 @@ struct ControlArgs {
     #[arg(long, env = "MESHFED_NODE_NAME")]
     name: String,
     /// Where the Raft log, state and certificates live.
-    #[arg(long, env = "MESHFED_DATA_DIR", default_value = "/var/lib/meshfed/control")]
+    #[arg(
+        long,
+        env = "MESHFED_DATA_DIR",
+        default_value = "/var/lib/meshfed/control"
+    )]
     data_dir: PathBuf,
     /// Address for Raft RPCs from other control nodes (mTLS, control identities only).
     #[arg(long, env = "MESHFED_RAFT_ADDR", default_value = "127.0.0.1:7001")]
@@ -56,13 +64,14 @@ struct ControlArgs {
     #[arg(long = "join", value_delimiter = ',')]
     join_addrs: Vec<String>,
     /// Raft heartbeat interval in milliseconds.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 50)]
     heartbeat_ms: u64,
-    /// Minimum election timeout in milliseconds.
-    #[arg(long, default_value_t = 400)]
+    /// Minimum election timeout in milliseconds. A follower starts an election after the leader
+    /// lease (= the maximum) plus a random timeout in [min, max] without hearing a leader.
+    #[arg(long, default_value_t = 250)]
     election_min_ms: u64,
-    /// Maximum election timeout in milliseconds.
-    #[arg(long, default_value_t = 800)]
+    /// Maximum election timeout in milliseconds (also the leader lease).
+    #[arg(long, default_value_t = 400)]
     election_max_ms: u64,
 }
 
@@ -70,7 +79,8 @@ fn control_options(a: ControlArgs) -> anyhow::Result<ControlOptions> {
     let bootstrap = if a.bootstrap {
         Some(Bootstrap {
             cluster: ClusterName::new(a.cluster.unwrap_or_default()).context("--cluster")?,
-            trust_domain: TrustDomain::new(a.trust_domain.unwrap_or_default()).context("--trust-domain")?,
+            trust_domain: TrustDomain::new(a.trust_domain.unwrap_or_default())
+                .context("--trust-domain")?,
         })
     } else {
         None
@@ -78,7 +88,10 @@ fn control_options(a: ControlArgs) -> anyhow::Result<ControlOptions> {
     let join = a
         .join_token
         .map(|t| -> anyhow::Result<Join> {
-            Ok(Join { token: JoinToken::decode(&t).context("--join-token")?, addrs: a.join_addrs.clone() })
+            Ok(Join {
+                token: JoinToken::decode(&t).context("--join-token")?,
+                addrs: a.join_addrs.clone(),
+            })
         })
         .transpose()?;
     Ok(ControlOptions {
@@ -88,7 +101,11 @@ fn control_options(a: ControlArgs) -> anyhow::Result<ControlOptions> {
         api_addr: a.api_addr,
         bootstrap,
         join,
-        timing: RaftTiming { heartbeat_ms: a.heartbeat_ms, election_min_ms: a.election_min_ms, election_max_ms: a.election_max_ms },
+        timing: RaftTiming {
+            heartbeat_ms: a.heartbeat_ms,
+            election_min_ms: a.election_min_ms,
+            election_max_ms: a.election_max_ms,
+        },
     })
 }
 
@@ -96,7 +113,10 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     mesh_node::install_crypto_provider();
     mesh_node::init_logging(cli.log_json);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

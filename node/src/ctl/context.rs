@@ -40,7 +40,8 @@ pub fn path() -> PathBuf {
 pub fn load() -> anyhow::Result<ContextFile> {
     let p = path();
     match std::fs::read(&p) {
-        Ok(b) => serde_json::from_slice(&b).with_context(|| format!("{} is not a valid context file", p.display())),
+        Ok(b) => serde_json::from_slice(&b)
+            .with_context(|| format!("{} is not a valid context file", p.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ContextFile::default()),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", p.display())),
     }
@@ -67,8 +68,14 @@ pub fn resolve(name: Option<&str>, flags: Conn) -> anyhow::Result<Conn> {
     };
     let ctx = ctx.unwrap_or_default();
     Ok(Conn {
-        api: if flags.api.is_empty() { ctx.api } else { flags.api },
-        ca_fingerprint: flags.ca_fingerprint.or((!ctx.ca_fingerprint.is_empty()).then_some(ctx.ca_fingerprint)),
+        api: if flags.api.is_empty() {
+            ctx.api
+        } else {
+            flags.api
+        },
+        ca_fingerprint: flags
+            .ca_fingerprint
+            .or((!ctx.ca_fingerprint.is_empty()).then_some(ctx.ca_fingerprint)),
         token: flags.token.or(ctx.token),
     })
 }

@@ -18,7 +18,11 @@ pub fn print(desired: &ValidResource, live: Option<&Resource>) -> anyhow::Result
         Some(h) => serde_saphyr::to_string(h)?,
         None => String::new(),
     };
-    println!("--- {} (live{})", desired.key, if have.is_none() { ", absent" } else { "" });
+    println!(
+        "--- {} (live{})",
+        desired.key,
+        if have.is_none() { ", absent" } else { "" }
+    );
     println!("+++ {} (desired)", desired.key);
     for line in line_diff(&have_y, &want_y) {
         println!("{line}");
@@ -34,7 +38,11 @@ pub fn line_diff(a: &str, b: &str) -> Vec<String> {
     let mut lcs = vec![vec![0u32; m + 1]; n + 1];
     for i in (0..n).rev() {
         for j in (0..m).rev() {
-            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
         }
     }
     let (mut i, mut j, mut out) = (0, 0, Vec::new());
@@ -60,7 +68,10 @@ mod tests {
 
     #[test]
     fn line_diff_marks_changes() {
-        assert_eq!(line_diff("a\nb\nc", "a\nx\nc"), vec![" a", "+x", "-b", " c"]);
+        assert_eq!(
+            line_diff("a\nb\nc", "a\nx\nc"),
+            vec![" a", "+x", "-b", " c"]
+        );
         assert_eq!(line_diff("", "a"), vec!["+a"]);
     }
 }

@@ -47,13 +47,26 @@ pub fn status(s: &StatusResponse, fmt: Format) -> anyhow::Result<()> {
     if structured(s, fmt)? {
         return Ok(());
     }
-    println!("cluster:        {} (trust domain {})", s.cluster, s.trust_domain);
+    println!(
+        "cluster:        {} (trust domain {})",
+        s.cluster, s.trust_domain
+    );
     println!("answered by:    {} (id {})", s.node_name, s.node_id);
-    println!("leader:         {}", s.leader_id.map_or("none".into(), |l| l.to_string()));
+    println!(
+        "leader:         {}",
+        s.leader_id.map_or("none".into(), |l| l.to_string())
+    );
     println!("term:           {}", s.term);
-    println!("commit index:   {}", s.commit_index.map_or("-".into(), |c| c.to_string()));
+    println!(
+        "commit index:   {}",
+        s.commit_index.map_or("-".into(), |c| c.to_string())
+    );
     println!("config version: {}", s.config_version);
-    println!("CA:             {} (expires in {})", s.ca_fingerprint, age(s.ca_not_after_unix));
+    println!(
+        "CA:             {} (expires in {})",
+        s.ca_fingerprint,
+        age(s.ca_not_after_unix)
+    );
     println!();
     let mut t = table(&["ID", "NAME", "ROLE", "RAFT", "API", "MATCHED"]);
     for m in &s.members {
@@ -82,7 +95,11 @@ pub fn applied(r: &ApplyResponse, fmt: Format) -> anyhow::Result<()> {
 }
 
 pub fn resources(kind: Kind, items: &[Resource], single: bool, fmt: Format) -> anyhow::Result<()> {
-    let done = if single && items.len() == 1 { structured(&items[0], fmt)? } else { structured(&items, fmt)? };
+    let done = if single && items.len() == 1 {
+        structured(&items[0], fmt)?
+    } else {
+        structured(&items, fmt)?
+    };
     if done {
         return Ok(());
     }
@@ -103,10 +120,19 @@ pub fn resources(kind: Kind, items: &[Resource], single: bool, fmt: Format) -> a
             r.metadata.version.map_or("-".into(), |v| v.to_string()),
         ];
         if wide {
-            let labels: Vec<String> = r.metadata.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let labels: Vec<String> = r
+                .metadata
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             row.push(labels.join(","));
             let spec = r.spec.to_string();
-            row.push(if spec.chars().count() > 60 { format!("{}…", spec.chars().take(60).collect::<String>()) } else { spec });
+            row.push(if spec.chars().count() > 60 {
+                format!("{}…", spec.chars().take(60).collect::<String>())
+            } else {
+                spec
+            });
         }
         t.add_row(row);
     }
