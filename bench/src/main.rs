@@ -33,7 +33,7 @@ struct Cli {
 }
 
 /// Every key DESIGN §10 defines, in order.
-pub const KEYS: &[&str] = &[
+pub(crate) const KEYS: &[&str] = &[
     "raft_write_p50_ms",
     "raft_write_p99_ms",
     "raft_writes_per_s",
@@ -58,11 +58,11 @@ pub const KEYS: &[&str] = &[
 ];
 
 /// One measured section of the report.
-pub struct Section {
-    pub title: String,
-    pub command: String,
-    pub rows: Vec<report::Row>,
-    pub notes: Vec<String>,
+pub(crate) struct Section {
+    pub(crate) title: String,
+    pub(crate) command: String,
+    pub(crate) rows: Vec<report::Row>,
+    pub(crate) notes: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -102,7 +102,7 @@ fn pin_self(cpus: &str) {
 }
 
 /// Median and p99 of a sample, in the sample's unit.
-pub fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
+pub(crate) fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
     if v.is_empty() {
         return (f64::NAN, f64::NAN);
     }
@@ -111,6 +111,6 @@ pub fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
-pub fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }

@@ -171,14 +171,13 @@ impl ControlCluster {
                     seen.push(s.leader_id);
                 }
             }
-            if let Some(Some(id)) = seen.first().copied() {
-                if seen.len() == running.len() && seen.iter().all(|l| *l == Some(id)) {
-                    if let Some(i) = self.index_of_node_id(id).await {
-                        if running.contains(&i) {
-                            return Ok(i);
-                        }
-                    }
-                }
+            if let Some(Some(id)) = seen.first().copied()
+                && seen.len() == running.len()
+                && seen.iter().all(|l| *l == Some(id))
+                && let Some(i) = self.index_of_node_id(id).await
+                && running.contains(&i)
+            {
+                return Ok(i);
             }
             if tokio::time::Instant::now() > deadline {
                 bail!("no agreed leader among nodes {running:?} within {timeout:?}; saw {seen:?}");
@@ -227,10 +226,10 @@ impl ControlCluster {
         let what = format!("node {} ready", self.nodes[i].name);
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Ok(s) = c.status().await {
-                if s.leader_id.is_some() {
-                    return Ok(());
-                }
+            if let Ok(s) = c.status().await
+                && s.leader_id.is_some()
+            {
+                return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
                 bail!("{what}: timed out after {timeout:?}");

@@ -85,13 +85,13 @@ async fn client_loop(
             let r = write(&c, &key, v).await;
             acked += u64::from(r.is_ok());
             let o = outcome(&r, |_| Outcome::Ok(None));
-            h.complete(op, o.clone());
+            h.complete(op, o);
             o
         } else {
             let op = h.invoke(me, &key, OpKind::Read);
             let r = read(&c, &key).await;
             let o = outcome(&r, |v| Outcome::Ok(*v));
-            h.complete(op, o.clone());
+            h.complete(op, o);
             o
         };
         if matches!(o, Outcome::Unknown) {

@@ -514,22 +514,28 @@ fn agrees_with_brute_force_on_small_random_histories() {
 
 #[test]
 fn a_violation_on_another_key_outranks_a_timeout() {
-    // Key "k" needs more than the state bound; key "z" is plainly stale.
+    // Key "k" needs more than the state bound; key "z", checked after it because it has more
+    // ops, is plainly stale.
     let mut ops: Vec<Op> = (0..10).map(|i| write(i, i as u32, i, 0, 100)).collect();
     ops.push(read(10, 99, Some(3), 101, 102));
-    let mut bad = [
-        write(11, 1, 1, 0, 1),
-        write(12, 1, 2, 2, 3),
-        read(13, 2, Some(1), 4, 5),
-    ];
+    let mut bad = vec![write(11, 1, 1, 0, 1)];
+    bad.extend((0..12).map(|i| read(12 + i, 2, Some(1), 2 + 2 * i, 3 + 2 * i)));
+    bad.extend([write(24, 1, 2, 30, 31), read(25, 2, Some(1), 32, 33)]);
     for op in &mut bad {
         op.key = "z".to_owned();
     }
     ops.extend(bad);
     let limits = Limits {
         budget: BUDGET,
-        max_states: 5,
+        max_states: 30,
     };
+    let k_only: Vec<Op> = ops.iter().filter(|op| op.key == "k").cloned().collect();
+    assert_eq!(
+        check_with_limits(&k_only, limits),
+        Verdict::Timeout {
+            key: "k".to_owned()
+        }
+    );
     match check_with_limits(&ops, limits) {
         Verdict::NotLinearizable { key, .. } => assert_eq!(key, "z"),
         other => panic!("expected NotLinearizable on z, got {other:?}"),

@@ -428,7 +428,7 @@ fn authorization_policy_values() {
             ),
             (
                 "spec.rules[2].from[0].principals[0]",
-                "is not canonical; write spiffe://east.mesh/ns/a/sa/b",
+                "write it in canonical form: spiffe://east.mesh/ns/a/sa/b",
             ),
             (
                 "spec.rules[2].from[0].principals[1]",
