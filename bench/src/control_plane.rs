@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use mesh_chaos_tests::control::ControlCluster;
+use mesh_chaos_tests::control::{ClusterOptions, ControlCluster};
 use mesh_node::client::ApiClient;
 use mesh_proto::api::ApplyRequest;
 use mesh_proto::resource::{API_VERSION, Metadata, Resource};
@@ -65,7 +65,11 @@ pub(crate) async fn run(
     } else {
         (2000, 15, 10, 3000)
     };
-    let mut cl = ControlCluster::start_pinned("bench_control", 41, 3, Some("1".into()))?;
+    let opts = ClusterOptions {
+        cpus: Some("1".into()),
+        meshd: Some(crate::release_bin("meshd")?),
+    };
+    let mut cl = ControlCluster::start_with("bench_control", 41, 3, opts)?;
     let all = [0usize, 1, 2];
     let leader = cl.leader(&all, Duration::from_secs(20)).await?;
     let c = cl.client_on(&[leader])?;

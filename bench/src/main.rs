@@ -87,6 +87,31 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Build the release binaries the benchmarks run and return the path of `name`. Benchmarks
+/// never run debug builds: `cargo run --release -p mesh-bench` builds only this crate, so the
+/// daemons are built here.
+pub(crate) fn release_bin(name: &str) -> anyhow::Result<std::path::PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--release", "-p", "mesh-node", "--bins"])
+        .status()?;
+    anyhow::ensure!(
+        status.success(),
+        "cargo build --release -p mesh-node failed"
+    );
+    let dir = std::env::current_exe()?
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let bin = dir.join(name);
+    anyhow::ensure!(
+        bin.exists(),
+        "{} is missing after the release build",
+        bin.display()
+    );
+    Ok(bin)
+}
+
 /// Pin this process to `cpus` (best effort: without taskset the numbers are noisier, and the
 /// report says so).
 fn pin_self(cpus: &str) {

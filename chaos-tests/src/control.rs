@@ -25,6 +25,16 @@ pub struct ControlNodeRef {
     pub raft: SocketAddr,
 }
 
+/// How to run the cluster's processes.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Run every meshd under `taskset -c <cpus>` (taskset execs, so the pid, signals and
+    /// kill -9 are the daemon's own).
+    pub cpus: Option<String>,
+    /// The meshd binary; default: [`bin_path`]`("meshd")`.
+    pub meshd: Option<std::path::PathBuf>,
+}
+
 /// A running control cluster and its bootstrap secrets.
 pub struct ControlCluster {
     pub env: TestEnv,
@@ -45,19 +55,26 @@ impl ControlCluster {
     /// Start `n` control nodes of cluster number `cluster` and wait until all are voters.
     /// `MESHFED_TASKSET=<cpus>` in the environment pins them.
     pub fn start(test: &str, cluster: u8, n: u8) -> anyhow::Result<Self> {
-        Self::start_pinned(test, cluster, n, std::env::var("MESHFED_TASKSET").ok())
+        let opts = ClusterOptions {
+            cpus: std::env::var("MESHFED_TASKSET").ok(),
+            meshd: None,
+        };
+        Self::start_with(test, cluster, n, opts)
     }
 
-    /// Like [`ControlCluster::start`], running every meshd under `taskset -c <cpus>` if given
-    /// (taskset execs, so the pid, signals and kill -9 are the daemon's own).
-    pub fn start_pinned(
+    /// Like [`ControlCluster::start`], with explicit options.
+    pub fn start_with(
         test: &str,
         cluster: u8,
         n: u8,
-        cpus: Option<String>,
+        opts: ClusterOptions,
     ) -> anyhow::Result<Self> {
         let mut env = TestEnv::new(test)?;
-        let meshd = bin_path("meshd")?;
+        let meshd = match opts.meshd {
+            Some(p) => p,
+            None => bin_path("meshd")?,
+        };
+        let cpus = opts.cpus;
         let name = format!("c{cluster}");
         let mut nodes = Vec::new();
         for i in 1..=n {

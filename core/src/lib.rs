@@ -5,6 +5,12 @@
 //! Time is a parameter (`now_unix`, `now_unix_ms`), and the tidy test in `tests/tidy.rs` checks
 //! that tokio, quinn, sled and openraft never enter its dependency closure.
 
+pub mod authz;
+pub mod balance;
 pub mod config;
+pub mod http;
 pub mod identity;
+pub mod resilience;
+pub mod rng;
+pub mod route;
 pub mod state;

@@ -7,8 +7,8 @@
 //! "conflict" and "not found", is a [`CommandResponse`] that all replicas agree on.
 
 use mesh_proto::command::{
-    Change, Command, CommandResponse, ControlNodeInfo, Credential, CredentialKind, ResourceWrite,
-    StateData,
+    Change, Command, CommandResponse, ControlNodeInfo, Credential, CredentialKind, Need,
+    ResourceWrite, StateData,
 };
 use mesh_proto::resource::{Kind, ResourceKey, StoredResource};
 
@@ -35,7 +35,12 @@ pub enum CatchUp {
 }
 
 impl MeshState {
-    pub fn from_data(data: StateData) -> Self {
+    /// Wrap state loaded from disk or a snapshot. The change log is not persisted, so one that
+    /// arrives empty covers nothing: watchers behind the current version get a snapshot.
+    pub fn from_data(mut data: StateData) -> Self {
+        if data.changes.is_empty() {
+            data.changes_floor = data.changes_floor.max(data.version);
+        }
         Self { data }
     }
 
@@ -99,6 +104,18 @@ impl MeshState {
                     .insert(token_sha256.clone(), credential.clone());
                 CommandResponse::CredentialStored
             }
+            Command::Authorized {
+                token_sha256,
+                need,
+                now_unix_ms,
+                command,
+            } => match self.check_credential(token_sha256, *need, *now_unix_ms) {
+                Ok(()) => self.apply(command),
+                Err(reason) => CommandResponse::Unauthorized { reason },
+            },
+            Command::Batch(commands) => {
+                CommandResponse::Batch(commands.iter().map(|c| self.apply(c)).collect())
+            }
             Command::RevokeNode { node, .. } => {
                 let mut n = 0;
                 for c in self.data.credentials.values_mut() {
@@ -111,6 +128,27 @@ impl MeshState {
                 }
                 CommandResponse::Revoked { credentials: n }
             }
+        }
+    }
+
+    fn check_credential(
+        &self,
+        token_sha256: &str,
+        need: Need,
+        now_unix_ms: u64,
+    ) -> Result<(), String> {
+        let c = self
+            .data
+            .credentials
+            .get(token_sha256)
+            .ok_or_else(|| "the token is unknown, expired or revoked".to_owned())?;
+        let expired = c.expires_unix_ms != 0 && now_unix_ms >= c.expires_unix_ms;
+        if expired || c.revoked {
+            return Err("the token is unknown, expired or revoked".into());
+        }
+        match (need, &c.kind) {
+            (Need::Operator, CredentialKind::Operator) => Ok(()),
+            (Need::Operator, _) => Err("this call needs the operator token".into()),
         }
     }
 
@@ -361,6 +399,58 @@ mod tests {
         }
         assert!(matches!(s.catch_up(1), CatchUp::Snapshot(_)));
         assert!(matches!(s.catch_up(s.version() - 3), CatchUp::Changes(c) if c.len() == 3));
+    }
+
+    #[test]
+    fn restored_state_sends_watchers_a_snapshot_not_an_empty_delta() {
+        let mut s = MeshState::default();
+        apply(&mut s, vec![write("a", "{}", None)]);
+        apply(&mut s, vec![write("b", "{}", None)]);
+        let bytes = mesh_proto::codec::encode(s.data()).unwrap();
+        let restored = MeshState::from_data(mesh_proto::codec::decode(&bytes).unwrap());
+        assert!(
+            restored.data().changes.is_empty(),
+            "the change log is a cache, not state"
+        );
+        assert!(matches!(restored.catch_up(1), CatchUp::Snapshot(r) if r.len() == 2));
+        assert_eq!(restored.catch_up(2), CatchUp::UpToDate);
+    }
+
+    #[test]
+    fn authorized_commands_check_the_credential_at_their_log_position() {
+        let mut s = MeshState::default();
+        let op = token_sha256("op");
+        s.apply(&Command::PutCredential {
+            token_sha256: op.clone(),
+            credential: Credential {
+                kind: CredentialKind::Operator,
+                created_unix_ms: 0,
+                expires_unix_ms: 0,
+                revoked: false,
+            },
+        });
+        let wrap = |t: &str| Command::Authorized {
+            token_sha256: t.into(),
+            need: Need::Operator,
+            now_unix_ms: 1,
+            command: Box::new(Command::ApplyResources {
+                resources: vec![write("a", "{}", None)],
+                now_unix_ms: 1,
+            }),
+        };
+        assert!(matches!(
+            s.apply(&wrap(&token_sha256("nope"))),
+            CommandResponse::Unauthorized { .. }
+        ));
+        assert_eq!(s.version(), 0, "an unauthorized write changed the store");
+        let batch = Command::Batch(vec![wrap(&op), wrap(&token_sha256("nope"))]);
+        match s.apply(&batch) {
+            CommandResponse::Batch(r) => {
+                assert!(matches!(r[0], CommandResponse::Applied { version: 1, .. }));
+                assert!(matches!(r[1], CommandResponse::Unauthorized { .. }));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -320,26 +320,44 @@ pub(crate) fn require_operator(kind: &CredentialKind) -> Result<(), ApiErr> {
     }
 }
 
-/// Propose a command and wait for it to be applied here.
+/// Propose a command (coalesced with concurrent ones) and wait for it to be applied here.
 pub(crate) async fn propose(ctx: &Ctx, cmd: Command) -> Result<CommandResponse, ApiErr> {
-    use openraft::error::{ClientWriteError, RaftError};
-    match tokio::time::timeout(COMMIT_TIMEOUT, ctx.raft.client_write(cmd)).await {
-        Err(_) => Err(ApiErr::new(
+    use crate::proposer::ProposeError;
+    match ctx.proposer.propose(cmd).await {
+        Ok(CommandResponse::Unauthorized { reason }) => Err(ApiErr::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            reason,
+        )),
+        Ok(r) => Ok(r),
+        Err(ProposeError::Timeout(t)) => Err(ApiErr::new(
             StatusCode::GATEWAY_TIMEOUT,
             "commit_timeout",
-            format!(
-                "not committed within {COMMIT_TIMEOUT:?}; the change may or may not take effect"
-            ),
+            format!("not committed within {t:?}; the change may or may not take effect"),
         )),
-        Ok(Ok(r)) => Ok(r.data),
-        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-            Err(ApiErr::not_leader(
-                "this node lost leadership before the change was committed; it was not applied",
-            ))
-        }
-        Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => Err(
-            ApiErr::new(StatusCode::CONFLICT, "membership", e.to_string()),
-        ),
-        Ok(Err(RaftError::Fatal(f))) => Err(ApiErr::internal(f)),
+        Err(ProposeError::NotLeader(_)) => Err(ApiErr::not_leader(
+            "this node lost leadership before the change was committed; it was not applied",
+        )),
+        Err(ProposeError::Membership(e)) => Err(ApiErr::new(StatusCode::CONFLICT, "membership", e)),
+        Err(ProposeError::Fatal(e)) => Err(ApiErr::internal(e)),
     }
+}
+
+/// Propose `cmd` as the operator whose token is on the request. The token is pre-checked
+/// against this node's state (so a stranger cannot fill the log) and checked again, exactly,
+/// when the entry is applied.
+pub(crate) async fn propose_as_operator(
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    cmd: Command,
+) -> Result<CommandResponse, ApiErr> {
+    let token = bearer(headers)?;
+    require_operator(&lookup(ctx, &token)?)?;
+    let wrapped = Command::Authorized {
+        token_sha256: mesh_core::state::token_sha256(&token),
+        need: mesh_proto::command::Need::Operator,
+        now_unix_ms: crate::clock::now_unix_ms(),
+        command: Box::new(cmd),
+    };
+    propose(ctx, wrapped).await
 }

@@ -71,6 +71,7 @@ pub struct ControlCtx {
     pub node: NodeFile,
     pub trust_domain: TrustDomain,
     pub tls: TlsIdentity,
+    pub proposer: crate::proposer::Proposer,
 }
 
 pub type Ctx = Arc<ControlCtx>;
@@ -130,12 +131,14 @@ pub async fn run(opts: ControlOptions) -> anyhow::Result<()> {
         raft.clone(),
     ));
 
+    let proposer = crate::proposer::Proposer::spawn(raft.clone(), api::COMMIT_TIMEOUT);
     let ctx = Arc::new(ControlCtx {
         raft: raft.clone(),
         state,
         node: node.clone(),
         trust_domain,
         tls,
+        proposer,
     });
     let api_listener = TcpListener::bind(opts.api_addr).await.with_context(|| {
         format!(

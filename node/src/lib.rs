@@ -11,6 +11,7 @@ pub mod control;
 pub mod ctl;
 pub mod manifest;
 pub mod paths;
+pub mod proposer;
 pub mod raft_net;
 pub mod signals;
 pub mod token;

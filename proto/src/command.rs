@@ -43,6 +43,24 @@ pub enum Command {
     },
     /// Revoke every credential bound to `node`.
     RevokeNode { node: NodeName, now_unix_ms: u64 },
+    /// Apply `command` only if the token whose SHA-256 is given holds `need` at this point of
+    /// the log. Checking the credential in the log, not before proposing, makes the check exactly
+    /// as linearizable as the write, with no extra round trip.
+    Authorized {
+        token_sha256: String,
+        need: Need,
+        now_unix_ms: u64,
+        command: Box<Command>,
+    },
+    /// Independent commands proposed as one log entry (the API coalesces concurrent writes).
+    /// Each is applied in order and answered separately; one's failure does not affect another.
+    Batch(Vec<Command>),
+}
+
+/// The credential an [`Command::Authorized`] command needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Need {
+    Operator,
 }
 
 /// One resource write inside [`Command::ApplyResources`].
@@ -90,6 +108,12 @@ pub enum CommandResponse {
     Revoked {
         credentials: u32,
     },
+    /// The token of an [`Command::Authorized`] command did not hold the needed credential.
+    Unauthorized {
+        reason: String,
+    },
+    /// One response per command of a [`Command::Batch`], in order.
+    Batch(Vec<CommandResponse>),
 }
 
 /// The cluster CA, as held in Raft. Only control nodes ever see `key_pem`.
@@ -172,8 +196,13 @@ pub struct StateData {
     /// Config store revision: bumped once per applied batch or delete.
     pub version: u64,
     pub resources: std::collections::BTreeMap<ResourceKey, StoredResource>,
-    /// Bounded log of recent changes, oldest first, for watchers.
+    /// Bounded log of recent changes, oldest first, for watchers. A cache, not state: it is
+    /// not persisted or snapshotted (re-encoding it on every apply cost more than the rest of
+    /// the state), so after a restart or snapshot install it starts empty and watchers that
+    /// are behind get a full snapshot instead of deltas.
+    #[serde(skip)]
     pub changes: std::collections::VecDeque<Change>,
     /// Every change with a version above this is still in `changes`.
+    #[serde(skip)]
     pub changes_floor: u64,
 }

@@ -10,6 +10,7 @@ use mesh_proto::resource::{HeaderMatch, ServiceRef};
 use mesh_proto::{ClusterName, ServiceName};
 
 use super::{Report, field_index, field_key, parse_duration};
+use crate::http::{PathOptions, canonicalize_path};
 
 /// The HTTP methods a route or policy may match.
 pub(super) const METHODS: [&str; 9] = [
@@ -179,8 +180,10 @@ fn header_value(value: &str) -> Result<(), &'static str> {
 }
 
 /// Why a request path is not canonical, if it is not. The proxy canonicalises request paths
-/// once, the same way for routing and for policy (DESIGN §8), so a rule written in any other
-/// form could never match. A trailing `/` is allowed.
+/// once, the same way for routing and for policy (DESIGN §8), with
+/// [`crate::http::canonicalize_path`]; a path is canonical when that function returns it
+/// unchanged, so a rule written in any other form could never match. Config paths are also
+/// written decoded (no `%`), without query or fragment. A trailing `/` is allowed.
 pub(super) fn canonical_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') {
         return Err(format!("path {path:?} must start with '/'"));
@@ -203,18 +206,20 @@ pub(super) fn canonical_path(path: &str) -> Result<(), String> {
              fragment)"
         ));
     }
-    let inner = path.strip_suffix('/').unwrap_or(path);
-    if path != "/"
-        && inner
-            .split('/')
-            .skip(1)
-            .any(|s| s.is_empty() || s == "." || s == "..")
-    {
-        return Err(format!(
-            "path {path:?} has an empty, '.' or '..' segment; write the canonical path"
-        ));
+    let opts = PathOptions {
+        case_insensitive: false,
+        max_len: MAX_PATH,
+    };
+    match canonicalize_path(path, opts) {
+        Ok(canonical) if canonical.as_str() == path => Ok(()),
+        Ok(canonical) => Err(format!(
+            "path {path:?} is not canonical; write the canonical path {:?}",
+            canonical.as_str()
+        )),
+        Err(refusal) => Err(format!(
+            "path {path:?} is refused: {refusal}; write the canonical path"
+        )),
     }
-    Ok(())
 }
 
 /// A duration field: it must parse and be above zero.
