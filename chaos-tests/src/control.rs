@@ -33,6 +33,8 @@ pub struct ClusterOptions {
     pub cpus: Option<String>,
     /// The meshd binary; default: [`bin_path`]`("meshd")`.
     pub meshd: Option<std::path::PathBuf>,
+    /// Extra `meshd control` flags for every node.
+    pub extra_args: Vec<String>,
 }
 
 /// A running control cluster and its bootstrap secrets.
@@ -57,7 +59,7 @@ impl ControlCluster {
     pub fn start(test: &str, cluster: u8, n: u8) -> anyhow::Result<Self> {
         let opts = ClusterOptions {
             cpus: std::env::var("MESHFED_TASKSET").ok(),
-            meshd: None,
+            ..ClusterOptions::default()
         };
         Self::start_with(test, cluster, n, opts)
     }
@@ -101,6 +103,7 @@ impl ControlCluster {
                 "--api-addr".into(),
                 api.to_string(),
             ]);
+            let spec = spec.args(opts.extra_args.iter().cloned());
             nodes.push((node_name, spec, api, raft));
         }
         let mut refs = Vec::new();

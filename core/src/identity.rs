@@ -18,12 +18,14 @@
 
 mod ca;
 mod csr;
+mod slot;
 mod tls;
 mod tls_config;
 mod verify;
 
 pub use ca::{SignedSvid, fingerprint, generate_ca, sign_svid};
 pub use csr::{CsrError, KeyAndCsr, MAX_CSR_PEM_BYTES, Requester, check_csr, generate_csr};
+pub use slot::{SvidSlot, client_config_with_slot, renewal_due_at, server_config_with_slot};
 pub use tls::{
     PeerPolicy, PinnedCaServerVerifier, SpiffeClientVerifier, SpiffeServerVerifier, svid_error_of,
 };

@@ -29,7 +29,7 @@ use mesh_raft_store::ControlNode;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::client::{ApiClient, Trust};
+use crate::client::ApiClient;
 use crate::control::Ctx;
 
 mod handlers;
@@ -103,9 +103,8 @@ pub fn router(ctx: Ctx) -> Router {
 pub async fn serve(listener: TcpListener, ctx: Ctx) {
     let client_verifier =
         identity::SpiffeClientVerifier::new(ctx.tls.bundles.clone(), PeerPolicy::AnyKnown, false);
-    let tls = match identity::server_config(
-        &ctx.tls.chain_pem,
-        &ctx.tls.key_pem,
+    let tls = match identity::server_config_with_slot(
+        ctx.tls.svid.clone(),
         Some(client_verifier),
         &[b"http/1.1"],
     ) {
@@ -203,16 +202,14 @@ async fn forward(
     let body = axum::body::to_bytes(body, 8 * 1024 * 1024)
         .await
         .map_err(|e| ApiErr::bad_request(format!("cannot read request body: {e}")))?;
-    let mut client = ApiClient::with_client_cert(
-        vec![node.api_addr.clone()],
-        Trust::Bundle {
-            bundles: ctx.tls.bundles.clone(),
-            policy: PeerPolicy::RoleControl(ctx.trust_domain.clone()),
-        },
-        None,
-        Some((&ctx.tls.chain_pem, &ctx.tls.key_pem)),
-    )
-    .map_err(ApiErr::internal)?;
+    let verifier = identity::SpiffeServerVerifier::new(
+        ctx.tls.bundles.clone(),
+        PeerPolicy::RoleControl(ctx.trust_domain.clone()),
+    );
+    let tls = identity::client_config_with_slot(verifier, ctx.tls.svid.clone(), &[b"http/1.1"])
+        .map_err(ApiErr::internal)?;
+    let mut client = ApiClient::with_config(vec![node.api_addr.clone()], Arc::new(tls), None)
+        .map_err(ApiErr::internal)?;
     client.retry_for = Duration::ZERO;
     client.attempt_timeout = COMMIT_TIMEOUT + Duration::from_secs(50);
     let mut headers = vec![(FORWARDED, ctx.node.node_id.to_string())];

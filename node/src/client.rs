@@ -137,9 +137,23 @@ impl ApiClient {
         };
         let tls = identity::client_config(verifier, client_cert, &[b"http/1.1"])
             .map_err(|e| ClientError::Config(e.to_string()))?;
+        Self::with_config(endpoints, Arc::new(tls), token)
+    }
+
+    /// A client over a ready TLS config (e.g. one presenting a hot-swappable SVID).
+    pub fn with_config(
+        endpoints: Vec<String>,
+        tls: Arc<rustls::ClientConfig>,
+        token: Option<String>,
+    ) -> Result<Self, ClientError> {
+        if endpoints.is_empty() {
+            return Err(ClientError::Config(
+                "no API address given; set one with --api or `meshctl context set`".into(),
+            ));
+        }
         Ok(Self {
             endpoints,
-            tls: Arc::new(tls),
+            tls,
             token,
             pool: Mutex::new(HashMap::new()),
             attempt_timeout: Duration::from_secs(15),

@@ -62,6 +62,8 @@ pub struct ControlOptions {
     pub bootstrap: Option<Bootstrap>,
     pub join: Option<Join>,
     pub timing: RaftTiming,
+    /// Lifetime of this node's control SVID; renewed at half of it.
+    pub svid_ttl_secs: u64,
 }
 
 /// Everything the API handlers need, shared by every connection.
@@ -99,8 +101,7 @@ pub async fn run(opts: ControlOptions) -> anyhow::Result<()> {
     let tls = TlsIdentity {
         trust_domain: trust_domain.clone(),
         bundles: Arc::new(bundles),
-        chain_pem,
-        key_pem,
+        svid: identity::SvidSlot::from_pem(&chain_pem, &key_pem)?,
     };
 
     let (log, sm) = mesh_raft_store::open(&dd.raft_dir()).await?;
@@ -153,12 +154,18 @@ pub async fn run(opts: ControlOptions) -> anyhow::Result<()> {
         Fresh::Bootstrap { cluster, ca } => finish_bootstrap(&ctx, &dd, cluster, ca).await?,
         Fresh::Join { token, addrs } => finish_join(&ctx, &dd, &token, &addrs).await?,
     }
+    let renew_task = tokio::spawn(renew_svid_forever(
+        ctx.clone(),
+        dd.clone(),
+        opts.svid_ttl_secs,
+    ));
     tracing::info!(node = %node.name, id = node.node_id, api = %opts.api_addr, raft = %opts.raft_addr, "control node running");
 
     crate::signals::shutdown().await;
     tracing::info!("shutting down");
     api_task.abort();
     raft_task.abort();
+    renew_task.abort();
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "raft shutdown");
     }
@@ -377,6 +384,59 @@ async fn finish_join(
         ctx.node.cluster, ctx.node.name, ctx.node.node_id
     );
     Ok(())
+}
+
+/// Keep this node's control SVID fresh: at 50 % of its lifetime, sign a new one with the
+/// cluster CA (every control node holds it in the replicated state), persist it, and swap it
+/// in. New Raft and API connections use it; open ones are untouched.
+async fn renew_svid_forever(ctx: Ctx, dd: DataDir, ttl_secs: u64) {
+    let mut failures = 0u32;
+    loop {
+        let (not_before, not_after) = ctx.tls.svid.validity();
+        let now = clock::now_unix();
+        // A certificate that outlives the configured TTL (say the TTL was lowered) is renewed
+        // at once; otherwise at half its lifetime.
+        let due = if not_after.saturating_sub(now) > ttl_secs + identity::CLOCK_SKEW_SECS {
+            now
+        } else {
+            identity::renewal_due_at(not_before, not_after)
+        };
+        if now < due {
+            // Sleep in bounded steps so a clock jump is noticed within the hour.
+            tokio::time::sleep(Duration::from_secs((due - now).min(3600))).await;
+            continue;
+        }
+        match renew_svid(&ctx, &dd, ttl_secs) {
+            Ok(not_after) => {
+                failures = 0;
+                tracing::info!(not_after, "control SVID renewed");
+                // Never renew in a tight loop, whatever the clock or the TTL says.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                failures += 1;
+                let wait = Duration::from_secs(5u64.saturating_mul(1 << failures.min(6)));
+                tracing::warn!(error = %e, retry_in = ?wait, "control SVID renewal failed");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+fn renew_svid(ctx: &Ctx, dd: &DataDir, ttl_secs: u64) -> anyhow::Result<u64> {
+    let node = NodeName::new(ctx.node.name.clone())?;
+    let ca = ctx
+        .state
+        .read(|s| s.data().ca.clone())
+        .context("the cluster CA is not in this node's state yet")?;
+    let kc = identity::generate_csr(&SpiffeId::control(&ctx.trust_domain, &node))?;
+    let id = identity::check_csr(&kc.csr_pem, &ctx.trust_domain, &Requester::Control { node })?;
+    let svid = identity::sign_svid(&ca, &kc.csr_pem, &id, ttl_secs, clock::now_unix())?;
+    let chain = format!("{}{}", svid.cert_pem, ca.cert_pem);
+    // Persist first: a crash after the swap must not restart on the old, expiring SVID.
+    dd.save_tls(&ca.cert_pem, &chain, &kc.key_pem)?;
+    ctx.tls.svid.replace(&chain, &kc.key_pem)?;
+    Ok(svid.not_after_unix)
 }
 
 /// The current voter ids, from the latest membership config.

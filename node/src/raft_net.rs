@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_core::identity::{self, PeerPolicy, TrustBundles};
+use mesh_core::identity::{self, PeerPolicy, SvidSlot, TrustBundles};
 use mesh_proto::codec;
 use mesh_proto::{NodeName, SpiffeId, TrustDomain};
 use mesh_raft_store::{ControlNode, Raft, TypeConfig};
@@ -54,13 +54,12 @@ enum RaftReply {
     Snapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
 }
 
-/// What a node needs to dial its peers: its own SVID and the cluster bundle.
+/// What a node needs to dial its peers: its own SVID (hot-swappable) and the cluster bundle.
 #[derive(Clone)]
 pub struct TlsIdentity {
     pub trust_domain: TrustDomain,
     pub bundles: Arc<TrustBundles>,
-    pub chain_pem: String,
-    pub key_pem: String,
+    pub svid: Arc<SvidSlot>,
 }
 
 impl TlsIdentity {
@@ -71,9 +70,9 @@ impl TlsIdentity {
             Err(_) => PeerPolicy::RoleControl(self.trust_domain.clone()),
         };
         let verifier = identity::SpiffeServerVerifier::new(self.bundles.clone(), policy);
-        Ok(Arc::new(identity::client_config(
+        Ok(Arc::new(identity::client_config_with_slot(
             verifier,
-            Some((&self.chain_pem, &self.key_pem)),
+            self.svid.clone(),
             &[],
         )?))
     }
@@ -85,9 +84,8 @@ impl TlsIdentity {
             PeerPolicy::RoleControl(self.trust_domain.clone()),
             true,
         );
-        Ok(Arc::new(identity::server_config(
-            &self.chain_pem,
-            &self.key_pem,
+        Ok(Arc::new(identity::server_config_with_slot(
+            self.svid.clone(),
             Some(verifier),
             &[],
         )?))

@@ -70,11 +70,11 @@ pub fn client_config(
     Ok(config)
 }
 
-fn provider() -> Arc<CryptoProvider> {
+pub(super) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn cert_chain(
+pub(super) fn cert_chain(
     pem: &str,
     what: &'static str,
 ) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
@@ -93,7 +93,7 @@ fn cert_chain(
     Ok(chain)
 }
 
-fn private_key(pem: &str) -> Result<PrivateKeyDer<'static>, IdentityError> {
+pub(super) fn private_key(pem: &str) -> Result<PrivateKeyDer<'static>, IdentityError> {
     PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| IdentityError::Pem {
         what: "private key",
         reason: e.to_string(),

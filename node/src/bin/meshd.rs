@@ -70,6 +70,10 @@ struct ControlArgs {
     /// lease (= the maximum) plus a random timeout in [min, max] without hearing a leader.
     #[arg(long, default_value_t = 250)]
     election_min_ms: u64,
+    /// Lifetime of this node's control SVID in seconds (renewed at half of it; 10 s to 7 days).
+    #[arg(long, default_value_t = mesh_core::identity::MAX_SVID_TTL_SECS,
+          value_parser = clap::value_parser!(u64).range(10..=604_800))]
+    svid_ttl_secs: u64,
     /// Maximum election timeout in milliseconds (also the leader lease).
     #[arg(long, default_value_t = 400)]
     election_max_ms: u64,
@@ -101,6 +105,7 @@ fn control_options(a: ControlArgs) -> anyhow::Result<ControlOptions> {
         api_addr: a.api_addr,
         bootstrap,
         join,
+        svid_ttl_secs: a.svid_ttl_secs,
         timing: RaftTiming {
             heartbeat_ms: a.heartbeat_ms,
             election_min_ms: a.election_min_ms,
