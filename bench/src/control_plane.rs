@@ -7,32 +7,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use mesh_chaos_tests::control::{ClusterOptions, ControlCluster};
+use mesh_chaos_tests::control::{ClusterOptions, ControlCluster, export_resource};
 use mesh_node::client::ApiClient;
 use mesh_proto::api::ApplyRequest;
-use mesh_proto::resource::{API_VERSION, Metadata, Resource};
 use serde_json::{Value, json};
 
 use crate::report::Row;
 use crate::{Section, ms, percentiles};
 
-fn export(key: &str, value: u64) -> Resource {
-    Resource {
-        api_version: API_VERSION.into(),
-        kind: "ServiceExport".into(),
-        metadata: Metadata {
-            name: key.into(),
-            namespace: "default".into(),
-            labels: BTreeMap::from([("v".to_string(), value.to_string())]),
-            version: None,
-        },
-        spec: json!({"service": key, "peers": ["west"]}),
-    }
-}
-
 async fn write(c: &ApiClient, key: &str, v: u64) -> bool {
     c.apply(&ApplyRequest {
-        resources: vec![export(key, v)],
+        resources: vec![export_resource(key, v)],
         dry_run: false,
     })
     .await
@@ -68,6 +53,7 @@ pub(crate) async fn run(
     let opts = ClusterOptions {
         cpus: Some("1".into()),
         meshd: Some(crate::release_bin("meshd")?),
+        ..ClusterOptions::default()
     };
     let mut cl = ControlCluster::start_with("bench_control", 41, 3, opts)?;
     let all = [0usize, 1, 2];

@@ -48,6 +48,23 @@ pub struct ControlCluster {
     pub ca_fingerprint: String,
 }
 
+/// The workload the control-plane tests and benchmarks write: a ServiceExport named `key`
+/// whose label `v` carries `value`, so a read tells which write it observed.
+pub fn export_resource(key: &str, value: u64) -> mesh_proto::resource::Resource {
+    use mesh_proto::resource::{API_VERSION, Metadata, Resource};
+    Resource {
+        api_version: API_VERSION.into(),
+        kind: "ServiceExport".into(),
+        metadata: Metadata {
+            name: key.into(),
+            namespace: "default".into(),
+            labels: std::collections::BTreeMap::from([("v".to_string(), value.to_string())]),
+            version: None,
+        },
+        spec: serde_json::json!({"service": key, "peers": ["west"]}),
+    }
+}
+
 fn value_of(log: &str, key: &str) -> Option<String> {
     log.lines()
         .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned()))

@@ -17,30 +17,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use mesh_chaos_tests::control::ControlCluster;
+use mesh_chaos_tests::control::{ControlCluster, export_resource};
 use mesh_chaos_tests::harness::History;
 use mesh_chaos_tests::linearizability::{OpKind, Outcome, check};
 use mesh_node::client::{ApiClient, ClientError};
 use mesh_proto::api::{ApplyRequest, CredentialRequest, SignRequest};
-use mesh_proto::resource::{API_VERSION, Kind, Metadata, Resource};
-
-fn export(key: &str, value: u64) -> Resource {
-    Resource {
-        api_version: API_VERSION.into(),
-        kind: "ServiceExport".into(),
-        metadata: Metadata {
-            name: key.into(),
-            namespace: "default".into(),
-            labels: BTreeMap::from([("v".to_string(), value.to_string())]),
-            version: None,
-        },
-        spec: serde_json::json!({"service": key, "peers": ["west"]}),
-    }
-}
+use mesh_proto::resource::{Kind, Resource};
 
 async fn write(c: &ApiClient, key: &str, value: u64) -> Result<u64, ClientError> {
     c.apply(&ApplyRequest {
-        resources: vec![export(key, value)],
+        resources: vec![export_resource(key, value)],
         dry_run: false,
     })
     .await
@@ -359,10 +345,10 @@ async fn bad_input_is_refused_precisely_and_nothing_is_stored() {
     // The same invalid batch sent straight to the API is refused as a whole, with field paths.
     let bad = ApplyRequest {
         resources: vec![
-            export("ok", 1),
+            export_resource("ok", 1),
             Resource {
                 kind: "ServiceImport".into(),
-                ..export("x", 1)
+                ..export_resource("x", 1)
             },
         ],
         dry_run: false,

@@ -8,26 +8,10 @@
 //! Reproduce: `cargo build -p mesh-node --bins && cargo test -p mesh-chaos-tests --test
 //! control_rotation -- --nocapture`.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use mesh_chaos_tests::control::{ClusterOptions, ControlCluster};
+use mesh_chaos_tests::control::{ClusterOptions, ControlCluster, export_resource};
 use mesh_proto::api::ApplyRequest;
-use mesh_proto::resource::{API_VERSION, Metadata, Resource};
-
-fn export(i: u64) -> Resource {
-    Resource {
-        api_version: API_VERSION.into(),
-        kind: "ServiceExport".into(),
-        metadata: Metadata {
-            name: format!("r{}", i % 8),
-            namespace: "default".into(),
-            labels: BTreeMap::from([("v".to_string(), i.to_string())]),
-            version: None,
-        },
-        spec: serde_json::json!({"service": format!("r{}", i % 8), "peers": ["west"]}),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_svid_rotation_under_load_fails_no_write() {
@@ -47,7 +31,7 @@ async fn control_svid_rotation_under_load_fails_no_write() {
         i += 1;
         match c
             .apply(&ApplyRequest {
-                resources: vec![export(i)],
+                resources: vec![export_resource(&format!("r{}", i % 8), i)],
                 dry_run: false,
             })
             .await
