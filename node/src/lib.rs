@@ -4,11 +4,13 @@
 //! `openraft`, and back. It holds no policy of its own: validation, identity rules and the state
 //! machine live in `mesh-core`; storage in `mesh-raft-store`.
 
+pub mod agent;
 pub mod api;
 pub mod client;
 pub mod clock;
 pub mod control;
 pub mod ctl;
+pub mod demo_app;
 pub mod manifest;
 pub mod paths;
 pub mod proposer;

@@ -1,13 +1,15 @@
-//! `meshd`: the one daemon of a meshfed host. Today it runs the `control` role; `agent` and
-//! `gateway` arrive with issues B and D.
+//! `meshd`: the one daemon of a meshfed host. It runs the `control` role or the `agent` role
+//! (the sidecar); `gateway` arrives with issue D. `demo-app` is a test app, not a role.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use mesh_node::control::{self, Bootstrap, ControlOptions, Join, RaftTiming};
 use mesh_node::token::JoinToken;
+use mesh_node::{agent, demo_app};
 use mesh_proto::{ClusterName, NodeName, TrustDomain};
 
 #[derive(Parser)]
@@ -28,6 +30,76 @@ struct Cli {
 enum Role {
     /// Run a control node: Raft member, cluster CA, config store and API.
     Control(ControlArgs),
+    /// Run the sidecar agent of this host: SVIDs, mTLS inbound and outbound listeners, metrics.
+    Agent(AgentArgs),
+    /// Run a tiny HTTP app that echoes what it saw as JSON (for tests and demos).
+    DemoApp(DemoAppArgs),
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    /// This host's name, as in the agent credential (`meshctl credential create --node NAME`).
+    #[arg(long, env = "MESHFED_NODE_NAME")]
+    name: String,
+    /// Where SVIDs, the CA certificate and the last good config are cached.
+    #[arg(
+        long,
+        env = "MESHFED_DATA_DIR",
+        default_value = "/var/lib/meshfed/agent"
+    )]
+    data_dir: PathBuf,
+    /// API address(es) of the control nodes, comma-separated.
+    #[arg(long, env = "MESHFED_CONTROL", value_delimiter = ',', required = true)]
+    control: Vec<String>,
+    /// The cluster CA fingerprint (sha256:...), printed at bootstrap.
+    #[arg(long, env = "MESHFED_CA_FINGERPRINT")]
+    ca_fingerprint: String,
+    /// File holding the agent credential from `meshctl credential create`.
+    #[arg(long, env = "MESHFED_TOKEN_FILE")]
+    token_file: PathBuf,
+    /// YAML file listing the local services and their upstreams.
+    #[arg(long, env = "MESHFED_SERVICES")]
+    services: PathBuf,
+    /// Address of the /metrics and /ready endpoints (loopback only).
+    #[arg(long, env = "MESHFED_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
+    admin_addr: SocketAddr,
+    /// Lifetime to request for each workload SVID, in seconds; renewed at half of it.
+    #[arg(long, default_value_t = 24 * 3600)]
+    svid_ttl_secs: u64,
+    /// Deadline for an upstream or local app to send response headers, in milliseconds.
+    #[arg(long, default_value_t = 15_000)]
+    request_timeout_ms: u64,
+    /// Deadline for connecting to an upstream sidecar or the local app, in milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    connect_timeout_ms: u64,
+}
+
+#[derive(Args)]
+struct DemoAppArgs {
+    /// Address to serve plain HTTP/1.1 on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The app name reported in every answer.
+    #[arg(long)]
+    name: String,
+}
+
+fn agent_options(a: AgentArgs) -> anyhow::Result<agent::AgentOptions> {
+    Ok(agent::AgentOptions {
+        name: NodeName::new(a.name).context("--name")?,
+        data_dir: a.data_dir,
+        control: a.control,
+        ca_fingerprint: a.ca_fingerprint,
+        token_file: a.token_file,
+        services_file: a.services,
+        admin_addr: a.admin_addr,
+        svid_ttl: Duration::from_secs(a.svid_ttl_secs),
+        limits: agent::Limits {
+            request_timeout: Duration::from_millis(a.request_timeout_ms),
+            connect_timeout: Duration::from_millis(a.connect_timeout_ms),
+            ..agent::Limits::default()
+        },
+    })
 }
 
 #[derive(Args)]
@@ -131,6 +203,8 @@ fn main() -> std::process::ExitCode {
     let res = rt.block_on(async {
         match cli.role {
             Role::Control(a) => control::run(control_options(a)?).await,
+            Role::Agent(a) => Ok(agent::run(agent_options(a)?).await?),
+            Role::DemoApp(a) => Ok(demo_app::run(a.listen, a.name).await?),
         }
     });
     match res {

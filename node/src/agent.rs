@@ -1,0 +1,360 @@
+//! `meshd agent`: the sidecar of one host (DESIGN §6). For each local service it holds an
+//! X.509-SVID, runs an mTLS inbound listener that authorizes and forwards to the local app, and
+//! runs a plain-HTTP outbound listener per declared upstream that forwards over mTLS.
+//!
+//! ```text
+//!  --services ─► config::load ─► ServicesConfig
+//!  --token-file, --control ─► ApiClient ─► Identities::start (valid cache first, else sign)
+//!                                   └─► renew_forever per service ─► SvidSlot::replace
+//!  <data>/config.json ─► Policies ◄── watch_forever (long-poll /v1/watch) ─► config.json
+//!
+//!  app ─► outbound 127.0.0.1:<listen> ══ mTLS ══► peer inbound ─► authz ─► peer app
+//!  admin 127.0.0.1:15000: /metrics /ready
+//! ```
+//!
+//! This file wires the pieces and owns their limits; it makes no decision itself. Identity
+//! rules, authorization, path canonicalisation and balancing come from `mesh-core`. The agent
+//! does not yet discover endpoints (they are static in the services file), route by HTTPRoute,
+//! retry, or speak HTTP/2 between sidecars.
+
+mod config;
+mod identity;
+mod inbound;
+mod metrics;
+mod outbound;
+mod pool;
+mod proxy;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mesh_core::identity::{
+    PeerPolicy, SpiffeClientVerifier, SpiffeServerVerifier, client_config_with_slot,
+    server_config_with_slot,
+};
+use mesh_core::rng::SplitMix64;
+use mesh_proto::{NodeName, ServiceName, SpiffeId};
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+pub use config::{ConfigError, ServiceConfig, ServicesConfig, UpstreamConfig};
+pub use identity::CertError;
+
+use crate::client::{ApiClient, ClientError, Trust};
+
+/// How long a client may take to send request headers; also closes idle keep-alive
+/// connections, so it must stay above the pools' idle timeout.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request head (line and headers) read.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// How long one control API call retries refused connections and leader changes.
+const CONTROL_RETRY_FOR: Duration = Duration::from_secs(3);
+/// ALPN of sidecar-to-sidecar connections.
+const ALPN: &[u8] = b"http/1.1";
+
+/// Caps and deadlines of the proxies.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections one listener serves at once; more are closed on accept.
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Until the response headers arrive.
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Everything `meshd agent` is started with.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub name: NodeName,
+    pub data_dir: PathBuf,
+    /// Control API addresses.
+    pub control: Vec<String>,
+    /// `sha256:` fingerprint of the cluster CA, for first contact.
+    pub ca_fingerprint: String,
+    pub token_file: PathBuf,
+    pub services_file: PathBuf,
+    pub admin_addr: SocketAddr,
+    /// Lifetime asked for each SVID.
+    pub svid_ttl: Duration,
+    pub limits: Limits,
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot read the token file {path}: {source}")]
+    TokenFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the token file {path} is empty; put the agent credential from `meshctl credential \
+         create --node NODE --service SVC` in it"
+    )]
+    EmptyToken { path: PathBuf },
+    #[error("--admin-addr {addr} is not a loopback address; metrics are served on 127.0.0.1 only")]
+    AdminNotLoopback { addr: SocketAddr },
+    #[error("cannot listen on {addr} for {what}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("control API client: {0}")]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    #[error("cannot build the TLS config of {service}: {source}")]
+    Tls {
+        service: ServiceName,
+        source: mesh_core::identity::IdentityError,
+    },
+    #[error("the system random number generator failed")]
+    Rng,
+}
+
+async fn bind(addr: SocketAddr, what: String) -> Result<TcpListener, AgentError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AgentError::Bind { addr, what, source })
+}
+
+fn read_token(path: &PathBuf) -> Result<String, AgentError> {
+    let text = std::fs::read_to_string(path).map_err(|source| AgentError::TokenFile {
+        path: path.clone(),
+        source,
+    })?;
+    let token = text.trim().to_owned();
+    if token.is_empty() {
+        return Err(AgentError::EmptyToken { path: path.clone() });
+    }
+    Ok(token)
+}
+
+/// Run the agent until SIGTERM or Ctrl-C.
+pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
+    let services = config::load(&opts.services_file)?;
+    let token = read_token(&opts.token_file)?;
+    if !metrics::admin_addr_allowed(opts.admin_addr) {
+        return Err(AgentError::AdminNotLoopback {
+            addr: opts.admin_addr,
+        });
+    }
+    // Bind everything first, so a taken port is reported before any network wait.
+    let admin = bind(opts.admin_addr, "the admin endpoint".into()).await?;
+    let listeners = Listeners::bind(&services).await?;
+    let mut tasks = JoinSet::new();
+    let metrics = Arc::new(metrics::Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    tasks.spawn(metrics::serve_admin(admin, metrics.clone(), ready.clone()));
+
+    let mut client = ApiClient::new(
+        opts.control.clone(),
+        Trust::PinnedCa(opts.ca_fingerprint.clone()),
+        Some(token),
+    )?;
+    // The agent's own loops retry with backoff and log each failure; keep one call short.
+    client.retry_for = CONTROL_RETRY_FOR;
+    let client = Arc::new(client);
+    let names: Vec<ServiceName> = services.services.iter().map(|s| s.name.clone()).collect();
+    tracing::info!(control = ?opts.control, data_dir = %opts.data_dir.display(), "agent starting; loading SVIDs");
+    let ids = identity::Identities::start(&client, &opts.data_dir, &names, opts.svid_ttl).await?;
+    for svid in &ids.svids {
+        tasks.spawn(identity::renew_forever(
+            client.clone(),
+            opts.data_dir.clone(),
+            svid.clone(),
+            opts.svid_ttl,
+            metrics.clone(),
+        ));
+    }
+
+    let policies = Arc::new(watch::Policies::new(&names));
+    let cache = watch::cache_path(&opts.data_dir);
+    let snapshot = watch::Snapshot::load(&cache).unwrap_or_default();
+    policies.install(&snapshot);
+    tasks.spawn(watch::watch_forever(
+        client.clone(),
+        cache,
+        policies.clone(),
+        snapshot,
+    ));
+
+    let wiring = Wiring {
+        ids: &ids,
+        policies: &policies,
+        metrics: &metrics,
+        limits: opts.limits,
+    };
+    wiring.spawn_proxies(&services, listeners, &mut tasks)?;
+    ready.store(true, Ordering::Release);
+    tracing::info!(
+        node = %opts.name,
+        trust_domain = %ids.trust_domain,
+        services = ?names.iter().map(ServiceName::as_str).collect::<Vec<_>>(),
+        admin = %opts.admin_addr,
+        "agent running"
+    );
+    crate::signals::shutdown().await;
+    tracing::info!("shutting down");
+    tasks.abort_all();
+    Ok(())
+}
+
+/// Every proxy listener, bound in the order of the services file.
+struct Listeners {
+    inbound: Vec<TcpListener>,
+    /// Per service, per upstream, flattened.
+    outbound: Vec<TcpListener>,
+}
+
+impl Listeners {
+    async fn bind(services: &ServicesConfig) -> Result<Self, AgentError> {
+        let mut out = Self {
+            inbound: Vec::new(),
+            outbound: Vec::new(),
+        };
+        for s in &services.services {
+            let what = format!("the inbound of {}", s.name);
+            out.inbound.push(bind(s.inbound, what).await?);
+            for u in &s.upstreams {
+                let what = format!("upstream {} of {}", u.service, s.name);
+                out.outbound.push(bind(u.listen, what).await?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Shared pieces the listeners are built from.
+struct Wiring<'a> {
+    ids: &'a identity::Identities,
+    policies: &'a Arc<watch::Policies>,
+    metrics: &'a Arc<metrics::Metrics>,
+    limits: Limits,
+}
+
+impl Wiring<'_> {
+    /// Serve every inbound and outbound listener on `tasks`.
+    fn spawn_proxies(
+        &self,
+        services: &ServicesConfig,
+        listeners: Listeners,
+        tasks: &mut JoinSet<()>,
+    ) -> Result<(), AgentError> {
+        let mut outbound_listeners = listeners.outbound.into_iter();
+        // `ids.svids` is in the order of `services.services` (Identities::start keeps it).
+        let per_service = services
+            .services
+            .iter()
+            .zip(listeners.inbound)
+            .zip(&self.ids.svids);
+        for ((s, listener), svid) in per_service {
+            tasks.spawn(inbound::serve(listener, self.inbound(s, svid)?));
+            for u in &s.upstreams {
+                let Some(listener) = outbound_listeners.next() else {
+                    break;
+                };
+                tasks.spawn(outbound::serve(listener, self.outbound(s, svid, u)?));
+            }
+        }
+        Ok(())
+    }
+
+    fn inbound(
+        &self,
+        s: &ServiceConfig,
+        svid: &identity::WorkloadSvid,
+    ) -> Result<Arc<inbound::Inbound>, AgentError> {
+        let tls_err = |source| AgentError::Tls {
+            service: s.name.clone(),
+            source,
+        };
+        let verifier = SpiffeClientVerifier::new(
+            self.ids.bundles.clone(),
+            PeerPolicy::AnyInTrustDomain(self.ids.trust_domain.clone()),
+            true,
+        );
+        let tls =
+            server_config_with_slot(svid.slot.clone(), Some(verifier), &[ALPN]).map_err(tls_err)?;
+        Ok(Arc::new(inbound::Inbound {
+            service: s.name.clone(),
+            app: s.app,
+            tls: Arc::new(tls),
+            policies: self.policies.clone(),
+            metrics: self.metrics.clone(),
+            app_pool: pool::Pool::new(
+                pool::Connector::Plain,
+                pool::PoolLimits {
+                    connect_timeout: self.limits.connect_timeout,
+                    // Below common app keep-alive timeouts (Node.js: 5 s).
+                    idle_timeout: Duration::from_secs(4),
+                    max_idle_per_endpoint: 64,
+                },
+            ),
+            limits: self.limits,
+            rng: SystemRandom::new(),
+        }))
+    }
+
+    fn outbound(
+        &self,
+        s: &ServiceConfig,
+        svid: &identity::WorkloadSvid,
+        u: &UpstreamConfig,
+    ) -> Result<Arc<outbound::Outbound>, AgentError> {
+        let expected = SpiffeId::workload(&self.ids.trust_domain, "default", &u.service);
+        let verifier = SpiffeServerVerifier::new(
+            self.ids.bundles.clone(),
+            PeerPolicy::Exactly(expected.clone()),
+        );
+        let tls =
+            client_config_with_slot(verifier, svid.slot.clone(), &[ALPN]).map_err(|source| {
+                AgentError::Tls {
+                    service: s.name.clone(),
+                    source,
+                }
+            })?;
+        let system_rng = SystemRandom::new();
+        let mut seed = [0u8; 8];
+        system_rng.fill(&mut seed).map_err(|_| AgentError::Rng)?;
+        Ok(Arc::new(outbound::Outbound {
+            service: s.name.clone(),
+            upstream: u.service.clone(),
+            expected,
+            pool: pool::Pool::new(
+                pool::Connector::Tls(Arc::new(tls)),
+                pool::PoolLimits {
+                    connect_timeout: self.limits.connect_timeout,
+                    // Below HEADER_READ_TIMEOUT, which closes idle inbound connections.
+                    idle_timeout: Duration::from_secs(20),
+                    max_idle_per_endpoint: 64,
+                },
+            ),
+            balancer: Mutex::new(outbound::Outbound::new_balancer(&u.endpoints)),
+            rng: Mutex::new(SplitMix64::new(u64::from_le_bytes(seed))),
+            metrics: self.metrics.clone(),
+            limits: self.limits,
+            system_rng,
+        }))
+    }
+}

@@ -1,0 +1,371 @@
+//! The agent's services file: which local services this host runs, where their mTLS inbound
+//! listeners are, and which upstreams each may call (Consul-style explicit upstreams, DESIGN §6).
+//!
+//! Parse, don't validate: [`load`] reads YAML into a raw serde shape, then [`ServicesConfig`] is
+//! built from it through `TryFrom`, reporting every problem at once, each naming its field
+//! (`services[0].upstreams[1].listen`) and value. This module does not open sockets or check that
+//! addresses are free; binding does that and names the listener.
+//!
+//! ```yaml
+//! services:
+//!   - name: api
+//!     port: 8080                # the local app, on 127.0.0.1
+//!     inbound: 127.0.3.2:15006  # this service's mTLS listener
+//!     locality: {region: r1, zone: a}
+//!     upstreams:
+//!       - service: web
+//!         listen: 127.0.0.1:9001
+//!         endpoints: ["127.0.3.3:15006"]
+//! ```
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use mesh_proto::{Locality, ServiceName};
+use serde::Deserialize;
+
+/// Largest services file read.
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
+/// Most services one agent runs.
+pub(crate) const MAX_SERVICES: usize = 64;
+/// Most upstreams one service declares.
+pub(crate) const MAX_UPSTREAMS: usize = 64;
+/// Most static endpoints one upstream lists.
+pub(crate) const MAX_ENDPOINTS: usize = 256;
+
+/// The validated services file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicesConfig {
+    pub services: Vec<ServiceConfig>,
+}
+
+/// One local service: its app, its inbound listener and its upstreams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    pub name: ServiceName,
+    /// Where the local app listens (always 127.0.0.1).
+    pub app: SocketAddr,
+    /// This service's mTLS listener, which peers' sidecars connect to.
+    pub inbound: SocketAddr,
+    pub locality: Locality,
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// One service this service calls, through a plain-HTTP listener on loopback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    pub service: ServiceName,
+    pub listen: SocketAddr,
+    /// Inbound listeners of the upstream's sidecars.
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// Why the services file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read services file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("services file {path} is larger than {max} bytes")]
+    TooLarge { path: PathBuf, max: u64 },
+    #[error("services file {path} is not valid YAML for the agent: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("services file {path} has {} problem(s):\n{}", problems.len(), Problems(problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+struct Problems<'a>(&'a [String]);
+
+impl fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(|p| format!("  - {p}")).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    services: Vec<RawService>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: String,
+    port: u16,
+    inbound: String,
+    #[serde(default)]
+    locality: Option<RawLocality>,
+    #[serde(default)]
+    upstreams: Vec<RawUpstream>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLocality {
+    #[serde(default)]
+    region: String,
+    #[serde(default)]
+    zone: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    service: String,
+    listen: String,
+    endpoints: Vec<String>,
+}
+
+/// Read and validate a services file.
+pub(crate) fn load(path: &Path) -> Result<ServicesConfig, ConfigError> {
+    let read_err = |source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(read_err)?.len();
+    if len > MAX_FILE_BYTES {
+        return Err(ConfigError::TooLarge {
+            path: path.to_owned(),
+            max: MAX_FILE_BYTES,
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(read_err)?;
+    parse(&text).map_err(|e| match e {
+        ParseError::Syntax(message) => ConfigError::Syntax {
+            path: path.to_owned(),
+            message,
+        },
+        ParseError::Invalid(problems) => ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        },
+    })
+}
+
+enum ParseError {
+    Syntax(String),
+    Invalid(Vec<String>),
+}
+
+fn parse(text: &str) -> Result<ServicesConfig, ParseError> {
+    let options = serde_saphyr::options! { with_snippet: false };
+    let raw: RawFile = serde_saphyr::from_str_with_options(text, options)
+        .map_err(|e| ParseError::Syntax(e.without_snippet().to_string()))?;
+    ServicesConfig::try_from(raw).map_err(ParseError::Invalid)
+}
+
+impl TryFrom<RawFile> for ServicesConfig {
+    type Error = Vec<String>;
+
+    fn try_from(raw: RawFile) -> Result<Self, Vec<String>> {
+        let mut problems = Vec::new();
+        if raw.services.is_empty() {
+            problems.push("services: list at least one service".to_owned());
+        }
+        if raw.services.len() > MAX_SERVICES {
+            problems.push(format!(
+                "services: {} services listed; at most {MAX_SERVICES} per agent",
+                raw.services.len()
+            ));
+        }
+        let mut names = BTreeSet::new();
+        let mut addrs = BTreeSet::new();
+        let mut services = Vec::new();
+        for (i, s) in raw.services.into_iter().enumerate() {
+            let at = format!("services[{i}]");
+            if let Some(svc) = service(&at, s, &mut problems) {
+                if !names.insert(svc.name.clone()) {
+                    problems.push(format!("{at}.name: service {:?} is listed twice", svc.name));
+                }
+                let listeners = std::iter::once((format!("{at}.inbound"), svc.inbound)).chain(
+                    svc.upstreams
+                        .iter()
+                        .enumerate()
+                        .map(|(j, u)| (format!("{at}.upstreams[{j}].listen"), u.listen)),
+                );
+                for (field, addr) in listeners {
+                    if !addrs.insert(addr) {
+                        problems.push(format!("{field}: address {addr} is used twice"));
+                    }
+                }
+                services.push(svc);
+            }
+        }
+        if problems.is_empty() {
+            Ok(ServicesConfig { services })
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+fn service(at: &str, s: RawService, problems: &mut Vec<String>) -> Option<ServiceConfig> {
+    let before = problems.len();
+    let name = ServiceName::new(s.name.clone())
+        .map_err(|e| problems.push(format!("{at}.name: {e}")))
+        .ok();
+    if s.port == 0 {
+        problems.push(format!(
+            "{at}.port: 0 is not a port; give the local app's port"
+        ));
+    }
+    let inbound = socket_addr(&format!("{at}.inbound"), &s.inbound, problems);
+    if s.upstreams.len() > MAX_UPSTREAMS {
+        problems.push(format!(
+            "{at}.upstreams: {} listed; at most {MAX_UPSTREAMS}",
+            s.upstreams.len()
+        ));
+    }
+    let upstreams: Vec<UpstreamConfig> = s
+        .upstreams
+        .into_iter()
+        .enumerate()
+        .filter_map(|(j, u)| upstream(&format!("{at}.upstreams[{j}]"), u, problems))
+        .collect();
+    let locality = s.locality.map_or_else(Locality::default, |l| Locality {
+        region: l.region,
+        zone: l.zone,
+    });
+    if problems.len() > before {
+        return None;
+    }
+    Some(ServiceConfig {
+        name: name?,
+        app: SocketAddr::from(([127, 0, 0, 1], s.port)),
+        inbound: inbound?,
+        locality,
+        upstreams,
+    })
+}
+
+fn upstream(at: &str, u: RawUpstream, problems: &mut Vec<String>) -> Option<UpstreamConfig> {
+    let before = problems.len();
+    let service = ServiceName::new(u.service.clone())
+        .map_err(|e| problems.push(format!("{at}.service: {e}")))
+        .ok();
+    let listen = socket_addr(&format!("{at}.listen"), &u.listen, problems);
+    if let Some(l) = listen
+        && !l.ip().is_loopback()
+    {
+        problems.push(format!(
+            "{at}.listen: {l} is not a loopback address; the outbound listener speaks plain \
+             HTTP, so it must only be reachable from this host (use 127.0.0.1:<port>)"
+        ));
+    }
+    if u.endpoints.is_empty() {
+        problems.push(format!(
+            "{at}.endpoints: list at least one sidecar inbound address of {:?}",
+            u.service
+        ));
+    }
+    if u.endpoints.len() > MAX_ENDPOINTS {
+        problems.push(format!(
+            "{at}.endpoints: {} listed; at most {MAX_ENDPOINTS}",
+            u.endpoints.len()
+        ));
+    }
+    let endpoints: Vec<SocketAddr> = u
+        .endpoints
+        .iter()
+        .enumerate()
+        .filter_map(|(k, e)| socket_addr(&format!("{at}.endpoints[{k}]"), e, problems))
+        .collect();
+    if problems.len() > before {
+        return None;
+    }
+    Some(UpstreamConfig {
+        service: service?,
+        listen: listen?,
+        endpoints,
+    })
+}
+
+fn socket_addr(field: &str, value: &str, problems: &mut Vec<String>) -> Option<SocketAddr> {
+    match value.parse::<SocketAddr>() {
+        Ok(a) if a.port() == 0 => {
+            problems.push(format!("{field}: {value:?} needs a port other than 0"));
+            None
+        }
+        Ok(a) => Some(a),
+        Err(_) => {
+            problems.push(format!(
+                "{field}: {value:?} is not an IP:port address (e.g. 127.0.0.1:15006)"
+            ));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        match parse(yaml) {
+            Err(ParseError::Invalid(p)) => p,
+            Err(ParseError::Syntax(m)) => panic!("syntax error instead of problems: {m}"),
+            Ok(c) => panic!("accepted: {c:?}"),
+        }
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let c = parse(
+            "services:\n  - name: api\n    port: 8080\n    inbound: 127.0.3.2:15006\n    \
+             locality: {region: r1, zone: a}\n    upstreams:\n      - service: web\n        \
+             listen: 127.0.0.1:9001\n        endpoints: [\"127.0.3.3:15006\"]\n",
+        )
+        .ok()
+        .unwrap();
+        let s = &c.services[0];
+        assert_eq!(s.name.as_str(), "api");
+        assert_eq!(s.app.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.locality.region, "r1");
+        assert_eq!(s.upstreams[0].endpoints[0].to_string(), "127.0.3.3:15006");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_field() {
+        let p = problems(
+            "services:\n  - name: Api\n    port: 0\n    inbound: nowhere\n    upstreams:\n      \
+             - service: web\n        listen: 10.0.0.1:9001\n        endpoints: []\n",
+        );
+        let joined = p.join("\n");
+        for field in [
+            "services[0].name",
+            "services[0].port",
+            "services[0].inbound",
+            "services[0].upstreams[0].listen",
+            "services[0].upstreams[0].endpoints",
+        ] {
+            assert!(joined.contains(field), "{field} not reported in:\n{joined}");
+        }
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        let p = problems(
+            "services:\n  - {name: a, port: 1, inbound: 127.0.0.1:5}\n  \
+             - {name: a, port: 2, inbound: 127.0.0.1:5}\n",
+        );
+        assert!(p.iter().any(|m| m.contains("listed twice")), "{p:?}");
+        assert!(p.iter().any(|m| m.contains("used twice")), "{p:?}");
+    }
+
+    #[test]
+    fn unknown_fields_are_syntax_errors() {
+        assert!(matches!(
+            parse("services:\n  - {name: a, port: 1, inbound: 127.0.0.1:5, prot: 2}\n"),
+            Err(ParseError::Syntax(_))
+        ));
+    }
+}
