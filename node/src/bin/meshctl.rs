@@ -130,7 +130,7 @@ enum ContextCmd {
     },
 }
 
-async fn run(cli: Cli) -> anyhow::Result<i32> {
+async fn run(cli: Cli) -> anyhow::Result<u8> {
     let flags = Conn {
         api: cli.conn.api,
         ca_fingerprint: cli.conn.ca_fingerprint,
@@ -144,7 +144,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             dry_run,
             output,
         } => ctl::apply(&conn()?, &files, dry_run, output).await?,
-        Cmd::Diff { files } => return Ok(i32::from(ctl::diff(&conn()?, &files).await?)),
+        Cmd::Diff { files } => return Ok(u8::from(ctl::diff(&conn()?, &files).await?)),
         Cmd::Get {
             kind,
             name,
@@ -270,21 +270,5 @@ fn context_cmd(cmd: ContextCmd) -> anyhow::Result<()> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     mesh_node::install_crypto_provider();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(cli)) {
-        Ok(code) => std::process::ExitCode::from(code as u8),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    mesh_node::block_on_main(false, async { run(cli).await })
 }

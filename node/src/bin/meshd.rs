@@ -190,28 +190,12 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     mesh_node::install_crypto_provider();
     mesh_node::init_logging(cli.log_json);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let res = rt.block_on(async {
+    mesh_node::block_on_main(true, async {
         match cli.role {
-            Role::Control(a) => control::run(control_options(a)?).await,
-            Role::Agent(a) => Ok(agent::run(agent_options(a)?).await?),
-            Role::DemoApp(a) => Ok(demo_app::run(a.listen, a.name).await?),
+            Role::Control(a) => control::run(control_options(a)?).await?,
+            Role::Agent(a) => agent::run(agent_options(a)?).await?,
+            Role::DemoApp(a) => demo_app::run(a.listen, a.name).await?,
         }
-    });
-    match res {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+        Ok(0)
+    })
 }
