@@ -6,6 +6,8 @@
 //! API's linearizability is `mesh-node`'s job. This module never fails: every outcome, including
 //! "conflict" and "not found", is a [`CommandResponse`] that all replicas agree on.
 
+use std::collections::VecDeque;
+
 use mesh_proto::command::{
     Change, Command, CommandResponse, ControlNodeInfo, Credential, CredentialKind, Need,
     ResourceWrite, StateData,
@@ -18,10 +20,26 @@ pub const CHANGE_LOG_LEN: usize = 4096;
 /// The replicated mesh state and its transition rules.
 ///
 /// Call order: `apply` for each committed command, in log order; reads at any time.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Equality compares the replicated [`StateData`] only: the change log is a per-process cache
+/// (not persisted, not in snapshots), so a replica restored from disk equals the one that wrote
+/// it even though it can serve fewer deltas.
+#[derive(Debug, Clone, Default)]
 pub struct MeshState {
     data: StateData,
+    /// Bounded log of recent changes, oldest first, for watchers.
+    changes: VecDeque<Change>,
+    /// Every change with a version above this is still in `changes`.
+    changes_floor: u64,
 }
+
+impl PartialEq for MeshState {
+    fn eq(&self, other: &Self) -> bool {
+        self.data == other.data
+    }
+}
+
+impl Eq for MeshState {}
 
 /// What a watcher at `from` must receive to catch up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,11 +55,12 @@ pub enum CatchUp {
 impl MeshState {
     /// Wrap state loaded from disk or a snapshot. The change log is not persisted, so one that
     /// arrives empty covers nothing: watchers behind the current version get a snapshot.
-    pub fn from_data(mut data: StateData) -> Self {
-        if data.changes.is_empty() {
-            data.changes_floor = data.changes_floor.max(data.version);
+    pub fn from_data(data: StateData) -> Self {
+        Self {
+            changes_floor: data.version,
+            changes: VecDeque::new(),
+            data,
         }
-        Self { data }
     }
 
     pub fn data(&self) -> &StateData {
@@ -238,10 +257,10 @@ impl MeshState {
     }
 
     fn push_change(&mut self, change: Change) {
-        self.data.changes.push_back(change);
-        while self.data.changes.len() > CHANGE_LOG_LEN {
-            if let Some(old) = self.data.changes.pop_front() {
-                self.data.changes_floor = self.data.changes_floor.max(old.version);
+        self.changes.push_back(change);
+        while self.changes.len() > CHANGE_LOG_LEN {
+            if let Some(old) = self.changes.pop_front() {
+                self.changes_floor = self.changes_floor.max(old.version);
             }
         }
     }
@@ -251,12 +270,11 @@ impl MeshState {
         if from >= self.data.version {
             return CatchUp::UpToDate;
         }
-        if from == 0 || from < self.data.changes_floor {
+        if from == 0 || from < self.changes_floor {
             return CatchUp::Snapshot(self.data.resources.values().cloned().collect());
         }
         CatchUp::Changes(
-            self.data
-                .changes
+            self.changes
                 .iter()
                 .filter(|c| c.version > from)
                 .cloned()
@@ -409,11 +427,23 @@ mod tests {
         let bytes = mesh_proto::codec::encode(s.data()).unwrap();
         let restored = MeshState::from_data(mesh_proto::codec::decode(&bytes).unwrap());
         assert!(
-            restored.data().changes.is_empty(),
+            restored.changes.is_empty(),
             "the change log is a cache, not state"
         );
         assert!(matches!(restored.catch_up(1), CatchUp::Snapshot(r) if r.len() == 2));
         assert_eq!(restored.catch_up(2), CatchUp::UpToDate);
+    }
+
+    /// Regression: equality used to include the change-log cache, so a replica reloaded from
+    /// disk or a snapshot compared unequal to the one that wrote it (CI, raft-store tests).
+    #[test]
+    fn a_restored_replica_equals_its_writer_despite_an_empty_change_log() {
+        let mut s = MeshState::default();
+        apply(&mut s, vec![write("a", "{}", None)]);
+        let bytes = mesh_proto::codec::encode(s.data()).unwrap();
+        let restored = MeshState::from_data(mesh_proto::codec::decode(&bytes).unwrap());
+        assert_eq!(restored, s);
+        assert_ne!(restored.catch_up(0), CatchUp::UpToDate);
     }
 
     #[test]

@@ -404,7 +404,6 @@ fn state() -> StateData {
             stored(Kind::ServiceExport, "api", 11),
             stored(Kind::FailoverPolicy, "api", 12),
         ]),
-        ..StateData::default()
     }
 }
 

@@ -196,13 +196,7 @@ pub struct StateData {
     /// Config store revision: bumped once per applied batch or delete.
     pub version: u64,
     pub resources: std::collections::BTreeMap<ResourceKey, StoredResource>,
-    /// Bounded log of recent changes, oldest first, for watchers. A cache, not state: it is
-    /// not persisted or snapshotted (re-encoding it on every apply cost more than the rest of
-    /// the state), so after a restart or snapshot install it starts empty and watchers that
-    /// are behind get a full snapshot instead of deltas.
-    #[serde(skip)]
-    pub changes: std::collections::VecDeque<Change>,
-    /// Every change with a version above this is still in `changes`.
-    #[serde(skip)]
-    pub changes_floor: u64,
+    // The watch change log is not here: it is a cache held by `mesh_core::state::MeshState`,
+    // not persisted or snapshotted (re-encoding it on every apply cost more than the rest of
+    // the state). After a restart or snapshot install, watchers behind get a full snapshot.
 }
