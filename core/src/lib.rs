@@ -14,3 +14,4 @@ pub mod resilience;
 pub mod rng;
 pub mod route;
 pub mod state;
+pub mod upstream;

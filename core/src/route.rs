@@ -30,6 +30,23 @@ pub trait RouteRequest {
     fn header(&self, name: &str) -> Option<&str>;
 }
 
+impl RouteRequest for crate::http::RequestFacts {
+    fn method(&self) -> &str {
+        self.method.as_str()
+    }
+
+    fn path(&self) -> &str {
+        self.path.as_str()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        match self.headers.get(name) {
+            crate::http::HeaderValue::One(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
 /// A request as plain borrowed parts.
 #[derive(Debug, Clone, Copy)]
 pub struct RouteInput<'a> {
