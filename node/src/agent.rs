@@ -26,18 +26,17 @@ mod pool;
 mod proxy;
 mod watch;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mesh_core::identity::{
-    PeerPolicy, SpiffeClientVerifier, SpiffeServerVerifier, client_config_with_slot,
-    server_config_with_slot,
-};
+use mesh_core::identity::{PeerPolicy, SpiffeClientVerifier, server_config_with_slot};
 use mesh_core::rng::SplitMix64;
-use mesh_proto::{NodeName, ServiceName, SpiffeId};
+use mesh_core::upstream::Upstream;
+use mesh_proto::{NodeName, ServiceName};
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -54,8 +53,8 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// How long one control API call retries refused connections and leader changes.
 const CONTROL_RETRY_FOR: Duration = Duration::from_secs(3);
-/// ALPN of sidecar-to-sidecar connections.
-const ALPN: &[u8] = b"http/1.1";
+/// Most concurrent HTTP/2 streams one inbound connection carries.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 
 /// Caps and deadlines of the proxies.
 #[derive(Debug, Clone, Copy)]
@@ -274,7 +273,12 @@ impl Wiring<'_> {
                 let Some(listener) = outbound_listeners.next() else {
                     break;
                 };
-                tasks.spawn(outbound::serve(listener, self.outbound(s, svid, u)?));
+                let ob = self.outbound(s, svid, u)?;
+                tasks.spawn(outbound::follow_config(
+                    ob.clone(),
+                    self.policies.subscribe(),
+                ));
+                tasks.spawn(outbound::serve(listener, ob));
             }
         }
         Ok(())
@@ -294,8 +298,12 @@ impl Wiring<'_> {
             PeerPolicy::AnyInTrustDomain(self.ids.trust_domain.clone()),
             true,
         );
-        let tls =
-            server_config_with_slot(svid.slot.clone(), Some(verifier), &[ALPN]).map_err(tls_err)?;
+        let tls = server_config_with_slot(
+            svid.slot.clone(),
+            Some(verifier),
+            &[pool::ALPN_H2, pool::ALPN_H1],
+        )
+        .map_err(tls_err)?;
         Ok(Arc::new(inbound::Inbound {
             service: s.name.clone(),
             app: s.app,
@@ -322,39 +330,29 @@ impl Wiring<'_> {
         svid: &identity::WorkloadSvid,
         u: &UpstreamConfig,
     ) -> Result<Arc<outbound::Outbound>, AgentError> {
-        let expected = SpiffeId::workload(&self.ids.trust_domain, "default", &u.service);
-        let verifier = SpiffeServerVerifier::new(
-            self.ids.bundles.clone(),
-            PeerPolicy::Exactly(expected.clone()),
-        );
-        let tls =
-            client_config_with_slot(verifier, svid.slot.clone(), &[ALPN]).map_err(|source| {
-                AgentError::Tls {
-                    service: s.name.clone(),
-                    source,
-                }
-            })?;
         let system_rng = SystemRandom::new();
         let mut seed = [0u8; 8];
         system_rng.fill(&mut seed).map_err(|_| AgentError::Rng)?;
         Ok(Arc::new(outbound::Outbound {
             service: s.name.clone(),
             upstream: u.service.clone(),
-            expected,
-            pool: pool::Pool::new(
-                pool::Connector::Tls(Arc::new(tls)),
-                pool::PoolLimits {
-                    connect_timeout: self.limits.connect_timeout,
-                    // Below HEADER_READ_TIMEOUT, which closes idle inbound connections.
-                    idle_timeout: Duration::from_secs(20),
-                    max_idle_per_endpoint: 64,
-                },
-            ),
-            balancer: Mutex::new(outbound::Outbound::new_balancer(&u.endpoints)),
+            trust_domain: self.ids.trust_domain.clone(),
+            static_endpoints: u.endpoints.clone(),
+            state: Mutex::new(Upstream::new(u.service.as_str())),
             rng: Mutex::new(SplitMix64::new(u64::from_le_bytes(seed))),
+            pools: Mutex::new(HashMap::new()),
+            bundles: self.ids.bundles.clone(),
+            svid: svid.slot.clone(),
             metrics: self.metrics.clone(),
             limits: self.limits,
             system_rng,
         }))
     }
+}
+
+/// Endpoints of `service` registered in the control plane's catalog, from a config snapshot.
+/// The catalog is not built yet, so there are none: upstream endpoints come from the services
+/// file only.
+fn catalog_endpoints(_snap: &watch::Snapshot, _service: &str) -> Vec<SocketAddr> {
+    Vec::new()
 }

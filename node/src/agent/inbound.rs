@@ -25,7 +25,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mesh_core::authz::Verdict;
 use mesh_core::http::{PathOptions, request_facts};
 use mesh_core::identity;
@@ -36,7 +36,7 @@ use tokio::sync::Semaphore;
 
 use super::Limits;
 use super::metrics::{Direction, Hop, Metrics};
-use super::pool::{Pool, SendError};
+use super::pool::{ALPN_H2, Pool, SendError};
 use super::proxy::{
     AccessLog, PEER_IDENTITY, ProxyBody, local_reply, stamp_trace_headers, strip_hop_by_hop,
 };
@@ -107,13 +107,24 @@ pub(crate) async fn serve(listener: TcpListener, inbound: Arc<Inbound>) {
                 let (inbound, peer) = (inbound.clone(), peer.clone());
                 async move { Ok::<_, Infallible>(handle(&inbound, &peer, req).await) }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(super::HEADER_READ_TIMEOUT)
-                .max_buf_size(super::MAX_HEADER_BYTES)
-                .serve_connection(TokioIo::new(tls), svc)
-                .await
-            {
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(ALPN_H2);
+            let io = TokioIo::new(tls);
+            let served = if h2 {
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .max_header_list_size(super::MAX_HEADER_BYTES as u32)
+                    .max_concurrent_streams(super::MAX_STREAMS_PER_CONNECTION)
+                    .serve_connection(io, svc)
+                    .await
+            } else {
+                hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(super::HEADER_READ_TIMEOUT)
+                    .max_buf_size(super::MAX_HEADER_BYTES)
+                    .serve_connection(io, svc)
+                    .await
+            };
+            if let Err(e) = served {
                 tracing::debug!(%remote, error = %e, "inbound connection ended");
             }
         });
@@ -243,7 +254,12 @@ async fn forward(
 ) -> (Response<ProxyBody>, &'static str, Option<SocketAddr>) {
     let app = inbound.app;
     let timeout = inbound.limits.request_timeout;
-    match tokio::time::timeout(timeout, inbound.app_pool.send(app, req)).await {
+    match tokio::time::timeout(
+        timeout,
+        inbound.app_pool.send(app, req.map(BodyExt::boxed), None),
+    )
+    .await
+    {
         Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);

@@ -1,94 +1,227 @@
-//! The outbound listener of one declared upstream: plain HTTP/1.1 from the local app on
-//! loopback, forwarded over mTLS to one of the upstream's sidecars, presenting this service's
-//! SVID and accepting only the upstream's workload identity.
+//! The outbound listener of one declared upstream: plain HTTP from the local app on loopback,
+//! routed, balanced and retried by the core [`Upstream`], and sent over mTLS (HTTP/2 when the
+//! peer offers it) to a sidecar of the chosen backend, presenting this service's SVID and
+//! accepting only the backend's workload identity.
 //!
 //! ```text
-//!  app ─► 127.0.0.1:<listen> ─► Plan { upstream, expect spiffe://<td>/ns/default/sa/<up>,
-//!                                      endpoints: [balancer pick, next pick], timeout }
-//!        ─► pool.send(endpoint 1) ─connect failed─► pool.send(endpoint 2) ─failed─► 503 UF
+//!  app ─► 127.0.0.1:<listen> ─► request_facts (refuse ambiguity: 400 DPE)
+//!      ─► Upstream::start ─Reply─► local answer (404 NR, FI, 503 UO / UH)
+//!            │ Forward(InFlight { backend, endpoint, timeouts, delay })
+//!            ▼
+//!      pool of backend (pins spiffe://<td>/ns/default/sa/<backend>) ─► send
+//!      outcome ─► Upstream::handle_outcome ─► Done | Retry { backoff } | GiveUp
+//!  snapshot (routes, TrafficPolicies, endpoints) ─► Upstream::handle_config / handle_endpoints
 //! ```
 //!
-//! The plan is computed before any connection is made (STYLE "compute a plan, then act"); the
-//! endpoint order comes from the core `Balancer` (round robin). Endpoints are static from the
-//! services file for now: no catalog, routes, retries on 5xx or outlier detection yet.
+//! Every decision is the core's (STYLE "compute a plan, then act"); this file turns I/O into
+//! its inputs. Bodies up to [`MAX_REPLAY_BYTES`] are buffered so a retry can resend them;
+//! larger or unbounded bodies stream through and are retried only when never sent. Endpoints
+//! come from the services file's static list; the catalog adds more once it exists.
 
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::header::HeaderName;
+use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use mesh_core::balance::{Balancer, EndpointId, Selection, Strategy};
+use mesh_core::balance::EndpointId;
+use mesh_core::http::{PathOptions, request_facts};
+use mesh_core::identity::{
+    PeerPolicy, SpiffeServerVerifier, SvidSlot, TrustBundles, client_config_with_slot,
+};
+use mesh_core::resilience::AttemptOutcome;
 use mesh_core::rng::SplitMix64;
-use mesh_proto::{ServiceName, SpiffeId};
+use mesh_core::upstream::{GiveUp, InFlight, Next, Start, Upstream};
+use mesh_proto::resource::{HttpRouteSpec, Kind, TrafficPolicySpec};
+use mesh_proto::{ServiceName, SpiffeId, TrustDomain};
 use ring::rand::SystemRandom;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::Limits;
 use super::metrics::{Direction, Hop, Metrics};
-use super::pool::{Pool, SendError};
+use super::pool::{ALPN_H1, ALPN_H2, Connector, Pool, PoolLimits, SendError};
 use super::proxy::{
     AccessLog, PEER_IDENTITY, ProxyBody, local_reply, stamp_trace_headers, strip_hop_by_hop,
 };
+use super::watch::Snapshot;
 
-/// Endpoints one request may try: the pick, then one more after a connect failure.
-const MAX_ATTEMPTS: usize = 2;
+/// Largest request body kept for resending on retry (Linkerd buffers 64 KiB).
+pub(crate) const MAX_REPLAY_BYTES: u64 = 64 * 1024;
+/// The namespace of every meshfed workload today.
+const NAMESPACE: &str = "default";
 
 /// What the outbound listener of one upstream needs.
 pub(crate) struct Outbound {
     /// The local service calling out.
     pub(crate) service: ServiceName,
     pub(crate) upstream: ServiceName,
-    /// The identity every endpoint must present; the pool's TLS verifier enforces it.
-    pub(crate) expected: SpiffeId,
-    pub(crate) pool: Arc<Pool>,
-    pub(crate) balancer: Mutex<Balancer>,
+    pub(crate) trust_domain: TrustDomain,
+    /// Endpoints of `upstream` from the services file.
+    pub(crate) static_endpoints: Vec<SocketAddr>,
+    pub(crate) state: Mutex<Upstream>,
     pub(crate) rng: Mutex<SplitMix64>,
+    /// One pool per backend service, each pinning that service's identity.
+    pub(crate) pools: Mutex<HashMap<String, Arc<Pool>>>,
+    pub(crate) bundles: Arc<TrustBundles>,
+    pub(crate) svid: Arc<SvidSlot>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) limits: Limits,
     pub(crate) system_rng: SystemRandom,
 }
 
-/// How one request will be sent, decided before connecting.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Plan {
-    pub(crate) upstream: ServiceName,
-    pub(crate) expected_identity: SpiffeId,
-    /// In the order to try; empty when the balancer has no endpoint.
-    pub(crate) endpoints: Vec<SocketAddr>,
-    pub(crate) timeout: Duration,
+/// Gives the breaker permit back however the request ends (answered, timed out, or dropped
+/// because the app went away).
+struct Finish<'a> {
+    outbound: &'a Outbound,
+    req: InFlight,
+}
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        self.outbound.with_state(|s| s.finish(&mut self.req));
+    }
+}
+
+/// A request body as attempts need it.
+enum Payload {
+    /// Buffered: every attempt gets a copy.
+    Replay(Parts, Bytes),
+    /// Streamed: one attempt, or the request handed back unsent.
+    Stream(Option<Request<ProxyBody>>),
+}
+
+impl Payload {
+    fn next(&mut self) -> Option<Request<ProxyBody>> {
+        match self {
+            Payload::Replay(parts, bytes) => {
+                let mut b = Request::builder()
+                    .method(parts.method.clone())
+                    .uri(parts.uri.clone())
+                    .version(parts.version);
+                if let Some(h) = b.headers_mut() {
+                    *h = parts.headers.clone();
+                }
+                let body = Full::new(bytes.clone())
+                    .map_err(|never| match never {})
+                    .boxed();
+                b.body(body).ok()
+            }
+            Payload::Stream(req) => req.take(),
+        }
+    }
+
+    fn hand_back(&mut self, req: Request<ProxyBody>) {
+        if let Payload::Stream(slot) = self {
+            *slot = Some(req);
+        }
+    }
 }
 
 impl Outbound {
-    pub(crate) fn new_balancer(endpoints: &[SocketAddr]) -> Balancer {
-        let mut b = Balancer::new(Strategy::RoundRobin);
-        b.handle_endpoints(endpoints.iter().map(|a| EndpointId::new(&a.to_string())));
-        b
+    fn with_state<T>(&self, f: impl FnOnce(&mut Upstream) -> T) -> T {
+        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn plan(&self, now: Instant) -> Plan {
-        let mut balancer = self.balancer.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut chosen: Vec<EndpointId> = Vec::new();
-        for _ in 0..MAX_ATTEMPTS {
-            match balancer.pick(now, None, &mut *rng, |e| !chosen.contains(e)) {
-                Selection::Endpoint(e) => chosen.push(e),
-                Selection::NoHealthyEndpoint { .. } => break,
+    /// The pool of `backend`, made on first use.
+    fn pool(&self, backend: &str) -> Result<Arc<Pool>, String> {
+        let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(p) = pools.get(backend) {
+            return Ok(p.clone());
+        }
+        let name = ServiceName::new(backend.to_owned()).map_err(|e| e.to_string())?;
+        let expected = SpiffeId::workload(&self.trust_domain, NAMESPACE, &name);
+        let verifier =
+            SpiffeServerVerifier::new(self.bundles.clone(), PeerPolicy::Exactly(expected));
+        let tls = client_config_with_slot(verifier, self.svid.clone(), &[ALPN_H2, ALPN_H1])
+            .map_err(|e| e.to_string())?;
+        let pool = Pool::new(
+            Connector::Tls(Arc::new(tls)),
+            PoolLimits {
+                connect_timeout: self.limits.connect_timeout,
+                // Below HEADER_READ_TIMEOUT, which closes idle inbound connections.
+                idle_timeout: Duration::from_secs(20),
+                max_idle_per_endpoint: 64,
+            },
+        );
+        pools.insert(backend.to_owned(), pool.clone());
+        Ok(pool)
+    }
+
+    /// Install the routes, policies and endpoints of a config snapshot.
+    pub(crate) fn apply_snapshot(&self, snap: &Snapshot) {
+        let mut routes: Vec<HttpRouteSpec> = Vec::new();
+        let mut policies: BTreeMap<String, TrafficPolicySpec> = BTreeMap::new();
+        for r in snap.resources.values() {
+            if r.key.namespace != NAMESPACE {
+                continue;
+            }
+            match r.key.kind {
+                Kind::HTTPRoute => match serde_json::from_str::<HttpRouteSpec>(&r.spec_json) {
+                    Ok(spec)
+                        if spec
+                            .parent_refs
+                            .iter()
+                            .any(|p| p.name == *self.upstream.as_str()) =>
+                    {
+                        routes.push(spec);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(route = %r.key.name, error = %e, "ignoring an HTTPRoute this agent cannot read")
+                    }
+                },
+                Kind::TrafficPolicy => {
+                    match serde_json::from_str::<TrafficPolicySpec>(&r.spec_json) {
+                        Ok(spec) => {
+                            policies.insert(spec.target_ref.name.clone(), spec);
+                        }
+                        Err(e) => {
+                            tracing::warn!(policy = %r.key.name, error = %e, "ignoring a TrafficPolicy this agent cannot read")
+                        }
+                    }
+                }
+                _ => {}
             }
         }
-        Plan {
-            upstream: self.upstream.clone(),
-            expected_identity: self.expected.clone(),
-            endpoints: chosen
-                .iter()
-                .filter_map(|e| e.as_str().parse().ok())
-                .collect(),
-            timeout: self.limits.request_timeout,
+        self.with_state(|s| {
+            s.handle_config(&routes, &policies);
+            let backends: Vec<String> = s.backends().map(str::to_owned).collect();
+            for b in backends {
+                let mut eps: Vec<EndpointId> = super::catalog_endpoints(snap, &b)
+                    .into_iter()
+                    .map(|a| EndpointId::new(&a.to_string()))
+                    .collect();
+                if b == self.upstream.as_str() {
+                    eps.extend(
+                        self.static_endpoints
+                            .iter()
+                            .map(|a| EndpointId::new(&a.to_string())),
+                    );
+                }
+                s.handle_endpoints(&b, eps);
+            }
+        });
+    }
+}
+
+/// Follow config snapshots into the upstream's state until the task is dropped.
+pub(crate) async fn follow_config(
+    outbound: Arc<Outbound>,
+    mut snapshots: tokio::sync::watch::Receiver<Arc<Snapshot>>,
+) {
+    loop {
+        let snap = snapshots.borrow_and_update().clone();
+        outbound.apply_snapshot(&snap);
+        if snapshots.changed().await.is_err() {
+            return;
         }
     }
 }
@@ -130,136 +263,277 @@ pub(crate) async fn serve(listener: TcpListener, outbound: Arc<Outbound>) {
     }
 }
 
-async fn handle(outbound: &Outbound, mut req: Request<Incoming>) -> Response<ProxyBody> {
+/// The outcome of one request, for metrics and the access log.
+struct Outcome {
+    resp: Response<ProxyBody>,
+    flags: &'static str,
+    backend: Option<String>,
+    endpoint: Option<SocketAddr>,
+}
+
+impl Outcome {
+    fn local(status: StatusCode, flags: &'static str, msg: String) -> Self {
+        Self {
+            resp: local_reply(status, flags, msg),
+            flags,
+            backend: None,
+            endpoint: None,
+        }
+    }
+}
+
+async fn handle(outbound: &Outbound, req: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
-    let hop = Hop {
-        direction: Direction::Outbound,
-        src_workload: outbound.service.to_string(),
-        dst_workload: outbound.upstream.to_string(),
-    };
-    outbound.metrics.request(&hop);
     let method = req.method().as_str().to_owned();
     let path = req
         .uri()
         .path_and_query()
         .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-    // Sidecars speak origin-form to each other; an absolute-form target keeps its path.
-    if let Ok(uri) = Uri::try_from(path.as_str()) {
-        *req.uri_mut() = uri;
-    }
-    let h = req.headers_mut();
-    strip_hop_by_hop(h);
-    h.remove(HeaderName::from_static(PEER_IDENTITY));
-    stamp_trace_headers(h, &outbound.system_rng);
-    let plan = outbound.plan(started);
-    let (resp, flags, upstream) =
-        match tokio::time::timeout(plan.timeout, execute(outbound, &plan, req)).await {
-            Ok(done) => done,
-            Err(_) => {
-                let msg = format!("{} did not answer within {:?}", plan.upstream, plan.timeout);
-                (
-                    local_reply(StatusCode::GATEWAY_TIMEOUT, "UT", msg),
-                    "UT",
-                    None,
-                )
-            }
-        };
-    let status = resp.status();
+    let done = route_and_send(outbound, req, &path).await;
+    let status = done.resp.status();
+    let backend = done
+        .backend
+        .clone()
+        .unwrap_or_else(|| outbound.upstream.to_string());
+    let hop = Hop {
+        direction: Direction::Outbound,
+        src_workload: outbound.service.to_string(),
+        dst_workload: backend.clone(),
+    };
+    outbound.metrics.request(&hop);
     outbound.metrics.response(&hop, status, started.elapsed());
+    let peer = format!(
+        "spiffe://{}/ns/{NAMESPACE}/sa/{backend}",
+        outbound.trust_domain
+    );
     AccessLog {
         direction: "outbound",
         method: &method,
         path: &path,
         status,
-        flags,
+        flags: done.flags,
         duration: started.elapsed(),
-        peer: &plan.expected_identity.to_string(),
+        peer: &peer,
         service: outbound.service.as_str(),
-        upstream,
+        upstream: done.endpoint,
     }
     .emit();
-    resp
+    done.resp
 }
 
-async fn execute(
-    outbound: &Outbound,
-    plan: &Plan,
-    mut req: Request<Incoming>,
-) -> (Response<ProxyBody>, &'static str, Option<SocketAddr>) {
-    if plan.endpoints.is_empty() {
-        let msg = format!("no endpoint of {} is available", plan.upstream);
-        return (
-            local_reply(StatusCode::SERVICE_UNAVAILABLE, "UH", msg),
-            "UH",
-            None,
-        );
+async fn route_and_send(outbound: &Outbound, mut req: Request<Incoming>, path: &str) -> Outcome {
+    // Sidecars speak origin-form to each other; an absolute-form target keeps its path.
+    if let Ok(uri) = Uri::try_from(path) {
+        *req.uri_mut() = uri;
     }
-    let mut failures = Vec::new();
-    for &addr in &plan.endpoints {
-        let id = EndpointId::new(&addr.to_string());
-        let attempt_started = Instant::now();
-        outbound.balancer_call(|b| b.handle_start(&id));
-        let res = outbound.pool.send(addr, req).await;
-        outbound.balancer_call(|b| b.handle_end(&id, Instant::now(), attempt_started.elapsed()));
-        match res {
-            Ok(resp) => {
-                let (mut parts, body) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                return (Response::from_parts(parts, body.boxed()), "-", Some(addr));
+    let headers: Vec<(String, Vec<u8>)> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect();
+    let facts = match request_facts(
+        req.method().as_str(),
+        path,
+        &headers,
+        &[],
+        PathOptions::default(),
+    ) {
+        Ok(f) => f,
+        Err(refusal) => {
+            return Outcome::local(
+                StatusCode::BAD_REQUEST,
+                "DPE",
+                format!("bad request: {refusal}"),
+            );
+        }
+    };
+    let h = req.headers_mut();
+    strip_hop_by_hop(h);
+    h.remove(HeaderName::from_static(PEER_IDENTITY));
+    stamp_trace_headers(h, &outbound.system_rng);
+
+    let start = {
+        let mut rng = outbound.rng.lock().unwrap_or_else(PoisonError::into_inner);
+        outbound.with_state(|s| s.start(Instant::now(), &facts, &mut *rng))
+    };
+    let in_flight = match start {
+        Start::Reply(r) => {
+            if let Some(d) = r.delay {
+                tokio::time::sleep(d).await;
             }
-            Err(SendError::Connect { request, reason }) => {
-                tracing::debug!(%addr, upstream = %plan.upstream, %reason, "upstream connect failed");
+            let status =
+                StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return Outcome::local(status, r.flags, r.message);
+        }
+        Start::Forward(f) => f,
+    };
+    let mut finish = Finish {
+        outbound,
+        req: in_flight,
+    };
+    if let Some(d) = finish.req.delay {
+        tokio::time::sleep(d).await;
+    }
+    let timeout = finish
+        .req
+        .timeout
+        .unwrap_or(outbound.limits.request_timeout);
+    let payload = match payload(req).await {
+        Ok(p) => p,
+        Err(msg) => return Outcome::local(StatusCode::BAD_REQUEST, "DPE", msg),
+    };
+    match tokio::time::timeout(timeout, attempts(outbound, &mut finish.req, payload)).await {
+        Ok(done) => done,
+        Err(_) => {
+            let mut o = Outcome::local(
+                StatusCode::GATEWAY_TIMEOUT,
+                "UT",
+                format!("{} did not answer within {timeout:?}", finish.req.backend),
+            );
+            o.backend = Some(finish.req.backend.clone());
+            o
+        }
+    }
+}
+
+/// Buffer a body that is known to be small, so it can be resent; stream anything else.
+async fn payload(req: Request<Incoming>) -> Result<Payload, String> {
+    let small = req
+        .body()
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n <= MAX_REPLAY_BYTES);
+    if !small {
+        return Ok(Payload::Stream(Some(req.map(BodyExt::boxed))));
+    }
+    let (parts, body) = req.into_parts();
+    let limit = usize::try_from(MAX_REPLAY_BYTES).unwrap_or(usize::MAX);
+    let bytes = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| format!("cannot read the request body: {e}"))?
+        .to_bytes();
+    Ok(Payload::Replay(parts, bytes))
+}
+
+async fn attempts(outbound: &Outbound, req: &mut InFlight, mut payload: Payload) -> Outcome {
+    let mut failures: Vec<String> = Vec::new();
+    loop {
+        let backend = req.backend.clone();
+        let endpoint = req.endpoint.clone();
+        let Ok(addr) = endpoint.as_str().parse::<SocketAddr>() else {
+            return Outcome::local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UH",
+                format!("endpoint {endpoint} of {backend} is not an address"),
+            );
+        };
+        let pool = match outbound.pool(&backend) {
+            Ok(p) => p,
+            Err(e) => {
+                return Outcome::local(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "NR",
+                    format!("no TLS config for {backend}: {e}"),
+                );
+            }
+        };
+        let Some(attempt) = payload.next() else {
+            return Outcome::local(
+                StatusCode::BAD_GATEWAY,
+                "UC",
+                format!("{backend}: the streamed request cannot be resent"),
+            );
+        };
+        let sent_at = Instant::now();
+        let send = pool.send(addr, attempt, req.connect_timeout);
+        let result = match req.per_try_timeout {
+            Some(d) => tokio::time::timeout(d, send).await.ok(),
+            None => Some(send.await),
+        };
+        let (outcome, response) = match result {
+            Some(Ok(resp)) => (AttemptOutcome::Status(resp.status().as_u16()), Some(resp)),
+            Some(Err(SendError::Connect { request, reason })) => {
                 failures.push(format!("{addr}: {reason}"));
-                req = *request;
+                payload.hand_back(*request);
+                (AttemptOutcome::ConnectFailure, None)
             }
-            Err(SendError::Exchange { reason }) => {
-                let msg = format!("{} at {addr} failed mid-request: {reason}", plan.upstream);
-                return (
-                    local_reply(StatusCode::BAD_GATEWAY, "UC", msg),
-                    "UC",
-                    Some(addr),
+            Some(Err(SendError::Exchange { reason })) => {
+                failures.push(format!("{addr}: {reason}"));
+                (AttemptOutcome::Reset, None)
+            }
+            None => {
+                failures.push(format!("{addr}: no answer within the per-try timeout"));
+                (AttemptOutcome::Timeout, None)
+            }
+        };
+        let next = {
+            let mut rng = outbound.rng.lock().unwrap_or_else(PoisonError::into_inner);
+            outbound.with_state(|s| {
+                let next =
+                    s.handle_outcome(Instant::now(), req, outcome, sent_at.elapsed(), &mut *rng);
+                while let Some((b, event)) = s.poll_event() {
+                    tracing::info!(backend = %b, ?event, "outlier detection");
+                }
+                next
+            })
+        };
+        match next {
+            Next::Retry { backoff } => {
+                tracing::debug!(%addr, %backend, ?outcome, ?backoff, "retrying");
+                tokio::time::sleep(backoff).await;
+            }
+            Next::Done | Next::GiveUp { .. } => {
+                let flags = match next {
+                    Next::GiveUp {
+                        reason: GiveUp::Retry(_),
+                    } if req.attempt > 1 => "URX",
+                    _ => "-",
+                };
+                return finish_attempt(
+                    outbound, &backend, addr, response, outcome, flags, &failures,
                 );
             }
         }
     }
+}
+
+/// The answer of the last attempt: the upstream's response, or a local one naming the failure.
+fn finish_attempt(
+    outbound: &Outbound,
+    backend: &str,
+    addr: SocketAddr,
+    response: Option<Response<Incoming>>,
+    outcome: AttemptOutcome,
+    flags: &'static str,
+    failures: &[String],
+) -> Outcome {
+    if let Some(resp) = response {
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        return Outcome {
+            resp: Response::from_parts(parts, body.boxed()),
+            flags,
+            backend: Some(backend.to_owned()),
+            endpoint: Some(addr),
+        };
+    }
+    let (status, flag) = match outcome {
+        AttemptOutcome::ConnectFailure => (StatusCode::SERVICE_UNAVAILABLE, "UF"),
+        AttemptOutcome::Timeout => (StatusCode::GATEWAY_TIMEOUT, "UT"),
+        _ => (StatusCode::BAD_GATEWAY, "UC"),
+    };
     let msg = format!(
-        "cannot reach {} (expecting {}): {}",
-        plan.upstream,
-        plan.expected_identity,
+        "cannot reach {backend} of {} (expecting spiffe://{}/ns/{NAMESPACE}/sa/{backend}): {}",
+        outbound.upstream,
+        outbound.trust_domain,
         failures.join("; ")
     );
     tracing::warn!("{msg}");
-    (
-        local_reply(StatusCode::SERVICE_UNAVAILABLE, "UF", msg),
-        "UF",
-        None,
-    )
-}
-
-impl Outbound {
-    fn balancer_call(&self, f: impl FnOnce(&mut Balancer)) {
-        f(&mut self.balancer.lock().unwrap_or_else(PoisonError::into_inner));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn balancer_pick_then_a_different_endpoint() {
-        let eps: Vec<SocketAddr> = vec![
-            "127.0.0.1:1".parse().unwrap(),
-            "127.0.0.1:2".parse().unwrap(),
-        ];
-        let mut b = Outbound::new_balancer(&eps);
-        let mut rng = SplitMix64::new(7);
-        let now = Instant::now();
-        let first = b.pick(now, None, &mut rng, |_| true);
-        let Selection::Endpoint(first) = first else {
-            panic!("no pick")
-        };
-        let second = b.pick(now, None, &mut rng, |e| *e != first);
-        assert!(matches!(second, Selection::Endpoint(e) if e != first));
+    Outcome {
+        resp: local_reply(status, flag, msg),
+        flags: flag,
+        backend: Some(backend.to_owned()),
+        endpoint: Some(addr),
     }
 }

@@ -11,8 +11,8 @@
 //! With no control node reachable the agent keeps the last snapshot it had (from memory, or
 //! from `config.json` at start), so it serves with the last good config. Default deny holds
 //! before any config arrives: a service without an ALLOW rule admits nothing. This module does
-//! not interpret policies (the core `Authorizer` does), and HTTPRoutes are only kept and cached
-//! for now: the outbound path does not route yet.
+//! not interpret policies (the core `Authorizer` does); HTTPRoutes and TrafficPolicies are kept
+//! and cached here and handed to the outbound side through [`Policies::subscribe`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -53,13 +53,18 @@ pub(crate) enum Authz {
     },
 }
 
-/// The current authorization of every local service.
+/// The current authorization of every local service, and the snapshot it came from for the
+/// outbound side (routes, traffic policies, endpoints), which subscribes to changes.
 pub(crate) struct Policies {
     by_service: HashMap<ServiceName, RwLock<Arc<Authz>>>,
+    snapshot: tokio::sync::watch::Sender<Arc<Snapshot>>,
 }
 
 fn kept(kind: Kind) -> bool {
-    matches!(kind, Kind::AuthorizationPolicy | Kind::HTTPRoute)
+    matches!(
+        kind,
+        Kind::AuthorizationPolicy | Kind::HTTPRoute | Kind::TrafficPolicy
+    )
 }
 
 fn key_string(k: &ResourceKey) -> String {
@@ -168,7 +173,16 @@ impl Policies {
             .iter()
             .map(|s| (s.clone(), RwLock::new(Arc::new(Authz::compile(s, &empty)))))
             .collect();
-        Self { by_service }
+        let (snapshot, _) = tokio::sync::watch::channel(Arc::new(empty));
+        Self {
+            by_service,
+            snapshot,
+        }
+    }
+
+    /// The installed snapshot now and on every later install.
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<Snapshot>> {
+        self.snapshot.subscribe()
     }
 
     /// The current authorization of `service`; `None` if it is not a local service.
@@ -183,6 +197,7 @@ impl Policies {
             let next = Arc::new(Authz::compile(service, snap));
             *slot.write().unwrap_or_else(PoisonError::into_inner) = next;
         }
+        self.snapshot.send_replace(Arc::new(snap.clone()));
     }
 }
 
