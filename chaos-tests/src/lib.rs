@@ -10,3 +10,4 @@ pub mod control;
 pub mod harness;
 pub mod linearizability;
 pub mod relay;
+pub mod sidecars;

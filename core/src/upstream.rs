@@ -17,9 +17,10 @@
 //!
 //! Which policy applies: a `TrafficPolicy` targeting a backend service governs requests sent
 //! to it; a backend without its own takes the upstream's (so one policy on `api` covers the
-//! canary backends `api-v1` and `api-v2`). With no policy at all, a request gets one retry to
-//! another endpoint after a connect failure (never sent, so always safe), within the default
-//! budget.
+//! canary backends `api-v1` and `api-v2`). Without a `retries` section, a request gets one
+//! retry to another endpoint after a connect failure (never sent, so always safe), or after a
+//! reset if its method is idempotent (a pooled connection to a peer that just died), within the
+//! default budget.
 //!
 //! This module decides only. It does not connect, time anything out, sleep or buffer bodies:
 //! the shell arms `InFlight::timeout` and `per_try_timeout`, waits `delay` and `backoff`, and
@@ -71,6 +72,8 @@ struct Backend {
     breaker: CircuitBreaker,
     retry: RetryPolicy,
     fault: FaultInjector,
+    /// No `retries` section: resets are retried only for idempotent methods.
+    default_retries: bool,
     request_timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
     endpoints: Vec<EndpointId>,
@@ -111,6 +114,8 @@ pub struct InFlight {
     pub connect_timeout: Option<Duration>,
     /// Injected delay to wait before the first attempt.
     pub delay: Option<Duration>,
+    /// GET, HEAD, OPTIONS, TRACE, PUT or DELETE (RFC 9110 §9.2.2).
+    idempotent: bool,
     tried: Vec<EndpointId>,
     permit: Option<PendingPermit>,
 }
@@ -158,7 +163,7 @@ impl Backend {
                     RetryPolicy::from_spec(&mesh_proto::resource::RetryPolicy {
                         attempts: DEFAULT_ATTEMPTS,
                         per_try_timeout: None,
-                        retry_on: vec!["connect-failure".into()],
+                        retry_on: vec!["connect-failure".into(), "reset".into()],
                         budget: None,
                     })
                 },
@@ -168,6 +173,7 @@ impl Backend {
                 .and_then(|p| p.fault_injection.as_ref())
                 .map(FaultInjector::from_spec)
                 .unwrap_or_default(),
+            default_retries: policy.and_then(|p| p.retries.as_ref()).is_none(),
             request_timeout: duration(timeouts.and_then(|t| t.request.as_ref())),
             connect_timeout: duration(timeouts.and_then(|t| t.connect.as_ref())),
             endpoints: Vec::new(),
@@ -357,6 +363,10 @@ impl Upstream {
             per_try_timeout: b.retry.per_try_timeout(),
             connect_timeout: b.connect_timeout,
             delay,
+            idempotent: matches!(
+                request.method(),
+                "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+            ),
             tried: Vec::new(),
             permit: Some(permit),
         })
@@ -378,6 +388,9 @@ impl Upstream {
         b.outlier.handle_result(now, &req.endpoint, outcome);
         while let Some(e) = b.outlier.poll_event() {
             self.events.push((req.backend.clone(), e));
+        }
+        if b.default_retries && outcome == AttemptOutcome::Reset && !req.idempotent {
+            return Next::Done;
         }
         match b.retry.should_retry(req.attempt, outcome, now, rng) {
             RetryDecision::GiveUp {

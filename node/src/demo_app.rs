@@ -1,6 +1,9 @@
 //! `meshd demo-app`: a tiny HTTP/1.1 app for tests and demos. Every request gets a JSON echo of
 //! what the app saw, including the `x-meshfed-peer-identity` its sidecar set; `/status/<code>`
-//! answers with that status, for exercising retries and failure metrics.
+//! answers with that status, for exercising retries and failure metrics. With `--fail-percent N`
+//! it answers N % of other requests with 503, spread evenly (request k fails when
+//! `⌊(k+1)·N/100⌋ > ⌊k·N/100⌋`), and `/stats` reports how many requests it served and failed,
+//! so a test can measure the load retries add.
 //!
 //! It is plain HTTP on loopback and trusts its sidecar; it is not part of the mesh's security
 //! boundary and makes no decisions of its own.
@@ -8,6 +11,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,8 +35,16 @@ pub enum DemoAppError {
     },
 }
 
-/// Serve on `listen` as app `name` until SIGTERM or Ctrl-C.
-pub async fn run(listen: SocketAddr, name: String) -> Result<(), DemoAppError> {
+/// What the app has served, for `/stats`.
+struct App {
+    name: String,
+    fail_percent: u64,
+    served: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Serve on `listen` as app `name` until SIGTERM or Ctrl-C; `fail_percent` is at most 100.
+pub async fn run(listen: SocketAddr, name: String, fail_percent: u8) -> Result<(), DemoAppError> {
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| DemoAppError::Bind {
@@ -40,7 +52,12 @@ pub async fn run(listen: SocketAddr, name: String) -> Result<(), DemoAppError> {
             source,
         })?;
     tracing::info!(%listen, app = %name, "demo app listening");
-    let name: Arc<str> = Arc::from(name);
+    let app = Arc::new(App {
+        name,
+        fail_percent: u64::from(fail_percent.min(100)),
+        served: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+    });
     let serve = async move {
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
@@ -51,11 +68,11 @@ pub async fn run(listen: SocketAddr, name: String) -> Result<(), DemoAppError> {
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 continue;
             };
-            let name = name.clone();
+            let app = app.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 let svc = hyper::service::service_fn(move |req| {
-                    let out = answer(&name, &req);
+                    let out = app.answer(&req);
                     async move { Ok::<_, Infallible>(out) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -73,22 +90,49 @@ pub async fn run(listen: SocketAddr, name: String) -> Result<(), DemoAppError> {
     Ok(())
 }
 
-fn answer(name: &str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+impl App {
+    fn answer(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path();
+        if path == "/stats" {
+            let stats = serde_json::json!({
+                "app": self.name,
+                "served": self.served.load(Ordering::Relaxed),
+                "failed": self.failed.load(Ordering::Relaxed),
+            });
+            return json(StatusCode::OK, &stats);
+        }
+        let k = self.served.fetch_add(1, Ordering::Relaxed);
+        let injected = (k + 1) * self.fail_percent / 100 > k * self.fail_percent / 100;
+        let status = if injected {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            path.strip_prefix("/status/")
+                .and_then(|c| c.parse::<u16>().ok())
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .unwrap_or(StatusCode::OK)
+        };
+        if status.is_server_error() {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        json(status, &echo(&self.name, req))
+    }
+}
+
+fn echo(name: &str, req: &Request<Incoming>) -> serde_json::Value {
     let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
     let path = req.uri().path();
-    let status = path
-        .strip_prefix("/status/")
-        .and_then(|c| c.parse::<u16>().ok())
-        .and_then(|c| StatusCode::from_u16(c).ok())
-        .unwrap_or(StatusCode::OK);
-    let body = serde_json::json!({
+    serde_json::json!({
         "app": name,
         "method": req.method().as_str(),
         "path": req.uri().path_and_query().map_or(path, |p| p.as_str()),
         "peer_identity": header("x-meshfed-peer-identity"),
         "request_id": header("x-request-id"),
         "traceparent": header("traceparent"),
-    });
+        "b3": header("x-b3-traceid"),
+    })
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
     r.headers_mut().insert(

@@ -310,3 +310,27 @@ fn a_backend_without_a_policy_takes_the_upstreams_and_keeps_endpoints_across_con
     let f = forward(up.start(Instant::now(), &get("/"), &mut rng));
     assert_eq!(f.timeout, Some(Duration::from_secs(2)));
 }
+
+#[test]
+fn without_a_retry_policy_a_reset_is_retried_only_for_idempotent_methods() {
+    let mut up = Upstream::new("api");
+    up.handle_endpoints("api", eps(&["a:1", "b:1"]));
+    let mut rng = SplitMix64::new(4);
+    let now = Instant::now();
+    let mut f = forward(up.start(now, &get("/"), &mut rng));
+    let n = up.handle_outcome(now, &mut f, AttemptOutcome::Reset, Duration::ZERO, &mut rng);
+    assert!(matches!(n, Next::Retry { .. }), "{n:?}");
+    up.finish(&mut f);
+    let post = RouteInput {
+        method: "POST",
+        path: "/",
+        headers: &[],
+    };
+    let mut f = forward(up.start(now, &post, &mut rng));
+    let n = up.handle_outcome(now, &mut f, AttemptOutcome::Reset, Duration::ZERO, &mut rng);
+    assert_eq!(
+        n,
+        Next::Done,
+        "a POST may have been applied; never resend it by default"
+    );
+}

@@ -82,6 +82,10 @@ struct DemoAppArgs {
     /// The app name reported in every answer.
     #[arg(long)]
     name: String,
+    /// Answer this percentage of requests (0-100, spread evenly) with 503, for exercising
+    /// retries and outlier detection. `/stats` reports what was served.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    fail_percent: u8,
 }
 
 fn agent_options(a: AgentArgs) -> anyhow::Result<agent::AgentOptions> {
@@ -194,7 +198,7 @@ fn main() -> std::process::ExitCode {
         match cli.role {
             Role::Control(a) => control::run(control_options(a)?).await?,
             Role::Agent(a) => agent::run(agent_options(a)?).await?,
-            Role::DemoApp(a) => demo_app::run(a.listen, a.name).await?,
+            Role::DemoApp(a) => demo_app::run(a.listen, a.name, a.fail_percent).await?,
         }
         Ok(0)
     })
