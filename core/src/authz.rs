@@ -180,6 +180,41 @@ impl Authorizer {
     }
 }
 
+impl Authorizer {
+    /// Decide an opaque TCP connection, which has no method, path or headers. As in Istio, a
+    /// DENY rule matches on its `from` alone (its HTTP conditions cannot be checked, so the
+    /// conservative reading applies), while an ALLOW rule with any `to` condition never matches.
+    pub fn decide_connection(&self, peer: &SpiffeId) -> Verdict {
+        if let Some((policy, problem)) = &self.unusable {
+            return Verdict::Deny {
+                reason: DenyReason::UnusablePolicy {
+                    policy: policy.clone(),
+                    problem: problem.clone(),
+                },
+            };
+        }
+        let peer_id = peer.to_string();
+        let from = |r: &Rule| r.from.is_empty() || r.from.iter().any(|s| s.matches(&peer_id, peer));
+        if let Some(r) = self.deny.iter().find(|r| from(r)) {
+            return Verdict::Deny {
+                reason: DenyReason::DenyRule {
+                    policy: r.policy.clone(),
+                    rule: r.index,
+                },
+            };
+        }
+        match self.allow.iter().find(|r| r.to.is_empty() && from(r)) {
+            Some(r) => Verdict::Allow {
+                policy: r.policy.clone(),
+                rule: r.index,
+            },
+            None => Verdict::Deny {
+                reason: DenyReason::NoAllowRule,
+            },
+        }
+    }
+}
+
 impl fmt::Display for DenyReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -299,3 +299,28 @@ fn prefix_patterns() {
         assert_eq!(compiled.matches(&path), expected, "{pattern} vs {path}");
     }
 }
+
+#[test]
+fn a_tcp_connection_is_allowed_only_by_rules_without_http_conditions_and_denied_on_from() {
+    let id = |s: &str| SpiffeId::parse(s).unwrap();
+    // deny-debug's first rule has no `from`: on TCP it denies every peer.
+    let a = Authorizer::compile("api", &policies());
+    assert_eq!(a.decide_connection(&id(WEB)), denied_by("deny-debug", 0));
+    // allow-web-read has `to`: it cannot allow an opaque connection.
+    let a = Authorizer::compile("api", &policies()[..1]);
+    assert_eq!(a.decide_connection(&id(WEB)), default_deny());
+    let tcp = vec![
+        policy("allow-web", "api", "ALLOW", json!([{ "from": [{ "principals": [WEB] }] }])),
+        policy(
+            "deny-west-admin",
+            "api",
+            "DENY",
+            json!([{ "from": [{ "trustDomains": ["west.mesh"] }], "to": [{ "paths": ["/admin"] }] }]),
+        ),
+    ];
+    let a = Authorizer::compile("api", &tcp);
+    assert_eq!(a.decide_connection(&id(WEB)), allow("allow-web", 0));
+    assert_eq!(a.decide_connection(&id(OPS)), default_deny());
+    // The DENY rule's path cannot be checked on TCP, so it denies on `from` alone.
+    assert_eq!(a.decide_connection(&id(WEST)), denied_by("deny-west-admin", 0));
+}
