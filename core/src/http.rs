@@ -15,6 +15,7 @@
 //! parse absolute-form targets: the shell splits `http://host/path` into an authority and an
 //! origin-form target before calling in.
 
+pub mod detect;
 mod headers;
 mod path;
 

@@ -372,6 +372,85 @@ impl Upstream {
         })
     }
 
+    /// Start an opaque TCP connection: no route can match bytes, so it goes to the upstream's
+    /// own backend when routes name it, else to the first backend in name order. Faults and
+    /// retries do not apply (nothing can be replayed); the breaker and outlier detection do.
+    pub fn start_connection(&mut self, now: Instant, rng: &mut impl Rng) -> Start {
+        let Some(name) = self
+            .backends
+            .contains_key(&self.service)
+            .then(|| self.service.clone())
+            .or_else(|| self.backends.keys().next().cloned())
+        else {
+            return reply(503, "NR", format!("{} has no backend", self.service));
+        };
+        let Some(b) = self.backends.get_mut(&name) else {
+            return reply(503, "NR", format!("backend {name} is not configured"));
+        };
+        let permit = match b.breaker.try_acquire_pending() {
+            Ok(p) => p,
+            Err(o) => {
+                return reply(
+                    503,
+                    "UO",
+                    format!("{name}: {:?} at its limit of {}", o.limit, o.max),
+                );
+            }
+        };
+        let Some(endpoint) = b.pick(now, None, &[], rng) else {
+            b.breaker.release_pending(permit);
+            return reply(503, "UH", format!("no healthy endpoint of {name}"));
+        };
+        Start::Forward(InFlight {
+            backend: name,
+            rule: None,
+            endpoint,
+            attempt: 1,
+            timeout: None,
+            per_try_timeout: None,
+            connect_timeout: b.connect_timeout,
+            delay: None,
+            idempotent: false,
+            tried: Vec::new(),
+            permit: Some(permit),
+        })
+    }
+
+    /// A TCP connect attempt of `req` ended: feed outlier detection, and on a connect failure
+    /// move `req` to another endpoint if one is left. True when there is one to try.
+    pub fn handle_connect_result(
+        &mut self,
+        now: Instant,
+        req: &mut InFlight,
+        connected: bool,
+        rng: &mut impl Rng,
+    ) -> bool {
+        let Some(b) = self.backends.get_mut(&req.backend) else {
+            return false;
+        };
+        let outcome = if connected {
+            AttemptOutcome::Status(200)
+        } else {
+            AttemptOutcome::ConnectFailure
+        };
+        b.outlier.handle_result(now, &req.endpoint, outcome);
+        while let Some(e) = b.outlier.poll_event() {
+            self.events.push((req.backend.clone(), e));
+        }
+        if connected || req.attempt >= DEFAULT_ATTEMPTS {
+            return false;
+        }
+        req.tried.push(req.endpoint.clone());
+        match b.pick(now, None, &req.tried, rng) {
+            Some(next) if !req.tried.contains(&next) => {
+                req.endpoint = next;
+                req.attempt += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The current attempt of `req` ended with `outcome` after `latency`.
     pub fn handle_outcome(
         &mut self,

@@ -24,6 +24,7 @@ mod metrics;
 mod outbound;
 mod pool;
 mod proxy;
+mod tcp;
 mod watch;
 
 use std::collections::HashMap;
@@ -301,7 +302,7 @@ impl Wiring<'_> {
         let tls = server_config_with_slot(
             svid.slot.clone(),
             Some(verifier),
-            &[pool::ALPN_H2, pool::ALPN_H1],
+            &[pool::ALPN_H2, pool::ALPN_H1, tcp::ALPN_TCP],
         )
         .map_err(tls_err)?;
         Ok(Arc::new(inbound::Inbound {
@@ -341,6 +342,7 @@ impl Wiring<'_> {
             state: Mutex::new(Upstream::new(u.service.as_str())),
             rng: Mutex::new(SplitMix64::new(u64::from_le_bytes(seed))),
             pools: Mutex::new(HashMap::new()),
+            tcp_configs: Mutex::new(HashMap::new()),
             bundles: self.ids.bundles.clone(),
             svid: svid.slot.clone(),
             metrics: self.metrics.clone(),

@@ -310,7 +310,12 @@ fn a_tcp_connection_is_allowed_only_by_rules_without_http_conditions_and_denied_
     let a = Authorizer::compile("api", &policies()[..1]);
     assert_eq!(a.decide_connection(&id(WEB)), default_deny());
     let tcp = vec![
-        policy("allow-web", "api", "ALLOW", json!([{ "from": [{ "principals": [WEB] }] }])),
+        policy(
+            "allow-web",
+            "api",
+            "ALLOW",
+            json!([{ "from": [{ "principals": [WEB] }] }]),
+        ),
         policy(
             "deny-west-admin",
             "api",
@@ -322,5 +327,8 @@ fn a_tcp_connection_is_allowed_only_by_rules_without_http_conditions_and_denied_
     assert_eq!(a.decide_connection(&id(WEB)), allow("allow-web", 0));
     assert_eq!(a.decide_connection(&id(OPS)), default_deny());
     // The DENY rule's path cannot be checked on TCP, so it denies on `from` alone.
-    assert_eq!(a.decide_connection(&id(WEST)), denied_by("deny-west-admin", 0));
+    assert_eq!(
+        a.decide_connection(&id(WEST)),
+        denied_by("deny-west-admin", 0)
+    );
 }

@@ -334,3 +334,24 @@ fn without_a_retry_policy_a_reset_is_retried_only_for_idempotent_methods() {
         "a POST may have been applied; never resend it by default"
     );
 }
+
+#[test]
+fn a_tcp_connection_moves_to_another_endpoint_after_a_connect_failure() {
+    let mut up = Upstream::new("db");
+    up.handle_endpoints("db", eps(&["a:1", "b:1"]));
+    let mut rng = SplitMix64::new(8);
+    let now = Instant::now();
+    let mut f = forward(up.start_connection(now, &mut rng));
+    let first = f.endpoint.clone();
+    assert!(up.handle_connect_result(now, &mut f, false, &mut rng));
+    assert_ne!(f.endpoint, first);
+    assert!(
+        !up.handle_connect_result(now, &mut f, false, &mut rng),
+        "one retry only"
+    );
+    up.finish(&mut f);
+    match up.start_connection(now, &mut rng) {
+        Start::Reply(r) => assert_eq!((r.status, r.flags), (503, "UH")),
+        other => panic!("both endpoints failed and are ejected: {other:?}"),
+    }
+}

@@ -103,11 +103,16 @@ pub(crate) async fn serve(listener: TcpListener, inbound: Arc<Inbound>) {
                 tracing::warn!(%remote, "inbound connection without a usable client SVID; closing");
                 return;
             };
+            let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+            if alpn.as_deref() == Some(super::tcp::ALPN_TCP) {
+                super::tcp::inbound(&inbound, &peer, tls).await;
+                return;
+            }
             let svc = hyper::service::service_fn(move |req| {
                 let (inbound, peer) = (inbound.clone(), peer.clone());
                 async move { Ok::<_, Infallible>(handle(&inbound, &peer, req).await) }
             });
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(ALPN_H2);
+            let h2 = alpn.as_deref() == Some(ALPN_H2);
             let io = TokioIo::new(tls);
             let served = if h2 {
                 hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -132,7 +137,7 @@ pub(crate) async fn serve(listener: TcpListener, inbound: Arc<Inbound>) {
 }
 
 /// The workload name of a peer, for metric labels.
-fn workload_of(peer: &SpiffeId) -> String {
+pub(crate) fn workload_of(peer: &SpiffeId) -> String {
     match peer.role() {
         Role::Workload {
             service_account, ..
@@ -238,6 +243,8 @@ async fn decide_and_forward(
             return (r, "DPE", None);
         }
     }
+    // The app is spoken to in HTTP/1.1, whatever the peer sidecar used.
+    *req.version_mut() = http::Version::HTTP_11;
     let h = req.headers_mut();
     strip_hop_by_hop(h);
     h.remove(PEER_IDENTITY);

@@ -2,8 +2,8 @@
 //!
 //! Families follow Linkerd's names: `request_total`, `response_total` and the
 //! `response_latency_ms` histogram, labelled by `direction`, `src_workload`, `dst_workload`,
-//! `status_code`, `classification` and `tls`; plus `identity_cert_expiration_timestamp_seconds`
-//! per workload. The admin listener serves `GET /metrics` and `GET /ready` over plain HTTP on a
+//! `status_code`, `classification` and `tls`; the `tcp_*` families for opaque TCP; plus
+//! `identity_cert_expiration_timestamp_seconds` per workload. The admin listener serves `GET /metrics` and `GET /ready` over plain HTTP on a
 //! loopback address only. This module records what the proxies report; it decides nothing about
 //! requests, and it does not log (the proxies write the access log).
 
@@ -68,6 +68,24 @@ struct ResponseLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TcpLabels {
+    direction: &'static str,
+    src_workload: String,
+    dst_workload: String,
+    tls: &'static str,
+}
+
+/// The Linkerd `tcp_*` families, for opaque TCP connections.
+#[derive(Default)]
+struct TcpFamilies {
+    open: Family<TcpLabels, Counter>,
+    close: Family<TcpLabels, Counter>,
+    open_connections: Family<TcpLabels, Gauge>,
+    read_bytes: Family<TcpLabels, Counter>,
+    write_bytes: Family<TcpLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WorkloadLabels {
     workload: String,
 }
@@ -81,6 +99,7 @@ pub(crate) struct Metrics {
     responses: Family<ResponseLabels, Counter>,
     latency: LatencyFamily,
     cert_expiry: Family<WorkloadLabels, Gauge>,
+    tcp: TcpFamilies,
 }
 
 /// The two workloads of one request, as metric labels.
@@ -89,6 +108,15 @@ pub(crate) struct Hop {
     pub(crate) direction: Direction,
     pub(crate) src_workload: String,
     pub(crate) dst_workload: String,
+}
+
+fn tcp_labels(hop: &Hop) -> TcpLabels {
+    TcpLabels {
+        direction: hop.direction.as_str(),
+        src_workload: hop.src_workload.clone(),
+        dst_workload: hop.dst_workload.clone(),
+        tls: "true",
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -115,12 +143,31 @@ impl Metrics {
             "When the workload's current X.509-SVID expires (Unix seconds)",
             cert_expiry.clone(),
         );
+        let tcp = TcpFamilies::default();
+        registry.register("tcp_open", "TCP connections opened", tcp.open.clone());
+        registry.register("tcp_close", "TCP connections closed", tcp.close.clone());
+        registry.register(
+            "tcp_open_connections",
+            "TCP connections open now",
+            tcp.open_connections.clone(),
+        );
+        registry.register(
+            "tcp_read_bytes",
+            "Bytes read from the connection's source",
+            tcp.read_bytes.clone(),
+        );
+        registry.register(
+            "tcp_write_bytes",
+            "Bytes written to the connection's source",
+            tcp.write_bytes.clone(),
+        );
         Self {
             registry,
             requests,
             responses,
             latency,
             cert_expiry,
+            tcp,
         }
     }
 
@@ -154,6 +201,23 @@ impl Metrics {
         self.latency
             .get_or_create(&labels)
             .observe(latency.as_secs_f64() * 1000.0);
+    }
+
+    /// An opaque TCP connection was opened.
+    pub(crate) fn tcp_open(&self, hop: &Hop) {
+        let l = tcp_labels(hop);
+        self.tcp.open.get_or_create(&l).inc();
+        self.tcp.open_connections.get_or_create(&l).inc();
+    }
+
+    /// An opaque TCP connection closed after moving `read` bytes from its source and `written`
+    /// bytes back.
+    pub(crate) fn tcp_close(&self, hop: &Hop, read: u64, written: u64) {
+        let l = tcp_labels(hop);
+        self.tcp.close.get_or_create(&l).inc();
+        self.tcp.open_connections.get_or_create(&l).dec();
+        self.tcp.read_bytes.get_or_create(&l).inc_by(read);
+        self.tcp.write_bytes.get_or_create(&l).inc_by(written);
     }
 
     pub(crate) fn cert_expiry(&self, workload: &ServiceName, not_after_unix: u64) {

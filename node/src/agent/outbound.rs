@@ -13,6 +13,9 @@
 //!  snapshot (routes, TrafficPolicies, endpoints) ─► Upstream::handle_config / handle_endpoints
 //! ```
 //!
+//! The first bytes pick the protocol (`mesh_core::http::detect`): HTTP/1.1 and h2c are
+//! handled here at L7; anything else goes to `tcp` as opaque bytes.
+//!
 //! Every decision is the core's (STYLE "compute a plan, then act"); this file turns I/O into
 //! its inputs. Bodies up to [`MAX_REPLAY_BYTES`] are buffered so a retry can resend them;
 //! larger or unbounded bodies stream through and are retried only when never sent. Endpoints
@@ -30,8 +33,9 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Incoming};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mesh_core::balance::EndpointId;
+use mesh_core::http::detect::{Detected, H2_PREFACE, detect};
 use mesh_core::http::{PathOptions, request_facts};
 use mesh_core::identity::{
     PeerPolicy, SpiffeServerVerifier, SvidSlot, TrustBundles, client_config_with_slot,
@@ -55,6 +59,8 @@ use super::watch::Snapshot;
 
 /// Largest request body kept for resending on retry (Linkerd buffers 64 KiB).
 pub(crate) const MAX_REPLAY_BYTES: u64 = 64 * 1024;
+/// How long a new connection may stay silent before it is taken for a server-first protocol.
+const DETECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The namespace of every meshfed workload today.
 const NAMESPACE: &str = "default";
 
@@ -70,6 +76,8 @@ pub(crate) struct Outbound {
     pub(crate) rng: Mutex<SplitMix64>,
     /// One pool per backend service, each pinning that service's identity.
     pub(crate) pools: Mutex<HashMap<String, Arc<Pool>>>,
+    /// TLS configs of opaque TCP, per backend.
+    pub(crate) tcp_configs: Mutex<HashMap<String, Arc<rustls::ClientConfig>>>,
     pub(crate) bundles: Arc<TrustBundles>,
     pub(crate) svid: Arc<SvidSlot>,
     pub(crate) metrics: Arc<Metrics>,
@@ -126,7 +134,30 @@ impl Payload {
 }
 
 impl Outbound {
-    fn with_state<T>(&self, f: impl FnOnce(&mut Upstream) -> T) -> T {
+    /// The TLS config of opaque TCP to `backend`, made on first use.
+    pub(crate) fn tcp_config(&self, backend: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+        let mut configs = self
+            .tcp_configs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = configs.get(backend) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(self.client_config(backend, &[super::tcp::ALPN_TCP])?);
+        configs.insert(backend.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    /// A client config presenting this service's SVID and pinning `backend`'s identity.
+    fn client_config(&self, backend: &str, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, String> {
+        let name = ServiceName::new(backend.to_owned()).map_err(|e| e.to_string())?;
+        let expected = SpiffeId::workload(&self.trust_domain, NAMESPACE, &name);
+        let verifier =
+            SpiffeServerVerifier::new(self.bundles.clone(), PeerPolicy::Exactly(expected));
+        client_config_with_slot(verifier, self.svid.clone(), alpn).map_err(|e| e.to_string())
+    }
+
+    pub(crate) fn with_state<T>(&self, f: impl FnOnce(&mut Upstream) -> T) -> T {
         f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
@@ -136,12 +167,7 @@ impl Outbound {
         if let Some(p) = pools.get(backend) {
             return Ok(p.clone());
         }
-        let name = ServiceName::new(backend.to_owned()).map_err(|e| e.to_string())?;
-        let expected = SpiffeId::workload(&self.trust_domain, NAMESPACE, &name);
-        let verifier =
-            SpiffeServerVerifier::new(self.bundles.clone(), PeerPolicy::Exactly(expected));
-        let tls = client_config_with_slot(verifier, self.svid.clone(), &[ALPN_H2, ALPN_H1])
-            .map_err(|e| e.to_string())?;
+        let tls = self.client_config(backend, &[ALPN_H2, ALPN_H1])?;
         let pool = Pool::new(
             Connector::Tls(Arc::new(tls)),
             PoolLimits {
@@ -226,7 +252,8 @@ pub(crate) async fn follow_config(
     }
 }
 
-/// Accept plain HTTP from the local app and serve it until the task is dropped.
+/// Accept connections from the local app and serve them until the task is dropped: HTTP/1.1
+/// and h2c at L7, anything else as opaque TCP.
 pub(crate) async fn serve(listener: TcpListener, outbound: Arc<Outbound>) {
     let slots = Arc::new(Semaphore::new(outbound.limits.max_connections));
     loop {
@@ -246,20 +273,65 @@ pub(crate) async fn serve(listener: TcpListener, outbound: Arc<Outbound>) {
         tokio::spawn(async move {
             let _permit = permit;
             let _ = tcp.set_nodelay(true);
+            let protocol = sniff(&tcp).await;
+            let ob = outbound.clone();
             let svc = hyper::service::service_fn(move |req| {
-                let outbound = outbound.clone();
-                async move { Ok::<_, Infallible>(handle(&outbound, req).await) }
+                let ob = ob.clone();
+                async move { Ok::<_, Infallible>(handle(&ob, req).await) }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(super::HEADER_READ_TIMEOUT)
-                .max_buf_size(super::MAX_HEADER_BYTES)
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await
-            {
+            let served = match protocol {
+                Detected::Opaque => {
+                    super::tcp::outbound(&outbound, tcp, remote).await;
+                    return;
+                }
+                Detected::H2c => {
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .timer(TokioTimer::new())
+                        .max_header_list_size(super::MAX_HEADER_BYTES as u32)
+                        .max_concurrent_streams(super::MAX_STREAMS_PER_CONNECTION)
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await
+                }
+                Detected::Http1 | Detected::NeedMore => {
+                    hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(super::HEADER_READ_TIMEOUT)
+                        .max_buf_size(super::MAX_HEADER_BYTES)
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(%remote, error = %e, "outbound connection ended");
             }
         });
+    }
+}
+
+/// Peek at the first bytes until they tell the protocol. A client that sends nothing within
+/// [`DETECT_TIMEOUT`] speaks a server-first protocol: opaque TCP. A closed connection is handed
+/// to HTTP/1.1, which closes it.
+async fn sniff(tcp: &tokio::net::TcpStream) -> Detected {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let deadline = tokio::time::Instant::now() + DETECT_TIMEOUT;
+    loop {
+        let n = match tokio::time::timeout_at(deadline, tcp.peek(&mut buf)).await {
+            Ok(Ok(0)) => return Detected::Http1,
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) => return Detected::Http1,
+            Err(_) => return Detected::Opaque,
+        };
+        match detect(&buf[..n]) {
+            Detected::NeedMore if n < buf.len() => {
+                // peek returns at once while bytes are buffered; wait for more to arrive.
+                if tokio::time::Instant::now() >= deadline {
+                    return Detected::Opaque;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Detected::NeedMore => return Detected::Opaque,
+            other => return other,
+        }
     }
 }
 
@@ -322,10 +394,18 @@ async fn handle(outbound: &Outbound, req: Request<Incoming>) -> Response<ProxyBo
 }
 
 async fn route_and_send(outbound: &Outbound, mut req: Request<Incoming>, path: &str) -> Outcome {
-    // Sidecars speak origin-form to each other; an absolute-form target keeps its path.
+    // Sidecars speak origin-form to each other; an absolute-form target (or an h2c request's
+    // :authority) keeps its authority as `host`, and the hop to the peer is versioned afresh.
+    if let Some(authority) = req.uri().authority().map(|a| a.as_str().to_owned())
+        && !req.headers().contains_key(http::header::HOST)
+        && let Ok(v) = http::HeaderValue::from_str(&authority)
+    {
+        req.headers_mut().insert(http::header::HOST, v);
+    }
     if let Ok(uri) = Uri::try_from(path) {
         *req.uri_mut() = uri;
     }
+    *req.version_mut() = http::Version::HTTP_11;
     let headers: Vec<(String, Vec<u8>)> = req
         .headers()
         .iter()

@@ -152,6 +152,19 @@ impl Authz {
         }
     }
 
+    /// Decide an opaque TCP connection from `peer`.
+    pub(crate) fn decide_connection(&self, peer: &SpiffeId) -> Verdict {
+        match self {
+            Self::Compiled(a) => a.decide_connection(peer),
+            Self::Unreadable { policy, problem } => Verdict::Deny {
+                reason: DenyReason::UnusablePolicy {
+                    policy: policy.clone(),
+                    problem: format!("this agent cannot read it ({problem}); upgrade meshd"),
+                },
+            },
+        }
+    }
+
     pub(crate) fn decide(&self, peer: &SpiffeId, facts: &RequestFacts) -> Verdict {
         match self {
             Self::Compiled(a) => a.decide(peer, facts),
