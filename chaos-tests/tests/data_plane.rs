@@ -31,15 +31,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use mesh_chaos_tests::control::ControlCluster;
 use mesh_chaos_tests::harness::{ProcSpec, bin_path};
+use mesh_chaos_tests::sidecars::{Answer, DEADLINE, get, sample, wait_for};
 use mesh_core::identity::{self, PeerPolicy, SpiffeServerVerifier, TrustBundles};
 use mesh_node::client::{ApiClient, ClientError};
 use mesh_proto::api::{ApplyRequest, CredentialRequest, SignRequest};
 use mesh_proto::resource::{API_VERSION, Metadata, Resource};
 use mesh_proto::{ClusterName, SpiffeId, TrustDomain};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-const DEADLINE: Duration = Duration::from_secs(30);
 const DAY: u64 = 24 * 3600;
 
 /// A control plane, two apps and their sidecars.
@@ -248,88 +246,6 @@ impl Mesh {
         }
         bail!("no 200 from {path} within {DEADLINE:?}; last: {last:?}")
     }
-}
-
-#[derive(Debug, Clone)]
-struct Answer {
-    status: u16,
-    headers: String,
-    body: String,
-}
-
-/// One HTTP/1.1 GET with `connection: close`, read to the end (bounded).
-async fn get(to: SocketAddr, path: &str) -> anyhow::Result<Answer> {
-    let exchange = async {
-        let mut s = TcpStream::connect(to).await?;
-        let req = format!("GET {path} HTTP/1.1\r\nhost: {to}\r\nconnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await?;
-        let mut buf = Vec::new();
-        s.take(1 << 20).read_to_end(&mut buf).await?;
-        anyhow::Ok(buf)
-    };
-    let raw = tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .context("no answer within 10 s")??;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").context("no end of headers")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("bad status line in {head:?}"))?;
-    let headers = head.to_ascii_lowercase();
-    let body = if headers.contains("transfer-encoding: chunked") {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Ok(Answer {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-async fn wait_for<F, Fut>(what: &str, mut f: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<bool>>,
-{
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let last = match f().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => "not yet".to_owned(),
-            Err(e) => format!("{e:#}"),
-        };
-        if Instant::now() > deadline {
-            bail!("timed out after {DEADLINE:?} waiting for {what}; last: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The value of the first sample of `family` whose labels contain every one of `labels`.
-fn sample(metrics: &str, family: &str, labels: &[&str]) -> Option<f64> {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{family}{{")))
-        .find(|l| labels.iter().all(|want| l.contains(want)))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
