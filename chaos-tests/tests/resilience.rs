@@ -281,3 +281,56 @@ async fn svids_rotating_every_10_s_fail_no_request_over_60_s_of_load() {
         last_expiry - first_expiry
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_rate_limit_answers_429_past_its_burst() {
+    let test = "a_local_rate_limit_answers_429_past_its_burst";
+    let mesh = Sidecars::start(test, FILE, 47, 1, DAY, &web_and_api(47, &[(11, 0)]))
+        .await
+        .expect("start mesh");
+    mesh.allow("web", "api").await.expect("allow");
+    mesh.first_200(mesh.upstream(0, 9001), "/first")
+        .await
+        .expect("first 200");
+    let policy = serde_json::json!({
+        "targetRef": {"kind": "Service", "name": "api"},
+        "rateLimit": {"requestsPerSecond": 5, "burst": 5},
+    });
+    mesh.apply(&[("TrafficPolicy", "api-limit", policy)])
+        .await
+        .expect("apply policy");
+    let via = mesh.upstream(0, 9001);
+    let mut limited = None;
+    wait_for("the limit to take effect", || async {
+        let a = get(via, "/burst").await?;
+        if a.status == 429 {
+            limited = Some(a);
+            return Ok(true);
+        }
+        Ok(false)
+    })
+    .await
+    .expect("429 once over the limit");
+    let a = limited.expect("a 429");
+    assert!(a.headers.contains("x-meshfed-response-flags: rl"), "{a:?}");
+    assert!(a.headers.contains("retry-after: 1"), "{a:?}");
+    // Over one second of back-to-back requests, about burst + rate get through.
+    let started = Instant::now();
+    let mut ok = 0;
+    while started.elapsed() < Duration::from_secs(1) {
+        if get(via, "/steady").await.expect("request").status == 200 {
+            ok += 1;
+        }
+    }
+    println!("{ok} requests admitted in 1 s at 5 rps with a burst of 5");
+    assert!(ok <= 11, "{ok} admitted in 1 s");
+    // The app's sidecar metrics count the 429s.
+    let m = get(mesh.hosts[1].admin, "/metrics").await.expect("metrics");
+    let labels = ["direction=\"inbound\"", "status_code=\"429\""];
+    assert!(
+        mesh_chaos_tests::sidecars::sample(&m.body, "response_total", &labels)
+            .is_some_and(|n| n >= 1.0),
+        "{}",
+        m.body
+    );
+}

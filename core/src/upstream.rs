@@ -539,5 +539,4 @@ fn fault_abort(status: u16, delay: Option<Duration>) -> Start {
     })
 }
 
-#[cfg(test)]
-mod tests;
+// Tests: `core/tests/upstream.rs` (they need a real `Instant`).

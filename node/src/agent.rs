@@ -24,6 +24,7 @@ mod metrics;
 mod outbound;
 mod pool;
 mod proxy;
+mod ratelimit;
 mod tcp;
 mod watch;
 
@@ -199,9 +200,15 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         snapshot,
     ));
 
+    let rate_limits = Arc::new(ratelimit::RateLimits::new(&names));
+    tasks.spawn(ratelimit::follow_config(
+        rate_limits.clone(),
+        policies.subscribe(),
+    ));
     let wiring = Wiring {
         ids: &ids,
         policies: &policies,
+        rate_limits: &rate_limits,
         metrics: &metrics,
         limits: opts.limits,
     };
@@ -249,6 +256,7 @@ impl Listeners {
 struct Wiring<'a> {
     ids: &'a identity::Identities,
     policies: &'a Arc<watch::Policies>,
+    rate_limits: &'a Arc<ratelimit::RateLimits>,
     metrics: &'a Arc<metrics::Metrics>,
     limits: Limits,
 }
@@ -310,6 +318,7 @@ impl Wiring<'_> {
             app: s.app,
             tls: Arc::new(tls),
             policies: self.policies.clone(),
+            rate_limits: self.rate_limits.clone(),
             metrics: self.metrics.clone(),
             app_pool: pool::Pool::new(
                 pool::Connector::Plain,

@@ -48,6 +48,7 @@ pub(crate) struct Inbound {
     pub(crate) app: SocketAddr,
     pub(crate) tls: Arc<rustls::ServerConfig>,
     pub(crate) policies: Arc<Policies>,
+    pub(crate) rate_limits: Arc<super::ratelimit::RateLimits>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) app_pool: Arc<Pool>,
     pub(crate) limits: Limits,
@@ -229,6 +230,17 @@ async fn decide_and_forward(
             format!("RBAC: access denied: {reason}"),
         );
         return (r, "RBAC", None);
+    }
+    if let Err(wait) = inbound.rate_limits.admit(&inbound.service, Instant::now()) {
+        let mut r = local_reply(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RL",
+            format!("{} is over its local rate limit", inbound.service),
+        );
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        r.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        return (r, "RL", None);
     }
     // Forward the canonical path, so the app sees what the policy saw.
     let query = target.split_once('?').map(|(_, q)| q);

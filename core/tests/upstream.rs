@@ -1,13 +1,19 @@
-//! Event in, exact decision out, for the upstream state machine.
+//! Event in, exact decision out, for the upstream state machine (`mesh_core::upstream`). Here,
+//! not in `core/src`, because the tests hold a real `Instant` (the tidy test bans clock reads
+//! inside the crate).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use mesh_proto::resource::{HttpRouteSpec, TrafficPolicySpec};
 
-use super::*;
-use crate::rng::SplitMix64;
-use crate::route::RouteInput;
+use mesh_core::balance::EndpointId;
+use mesh_core::resilience::AttemptOutcome;
+use mesh_core::resilience::outlier::OutlierEvent;
+use mesh_core::resilience::retry::GiveUpReason;
+use mesh_core::rng::SplitMix64;
+use mesh_core::route::RouteInput;
+use mesh_core::upstream::{GiveUp, InFlight, Next, Start, Upstream};
 
 fn get(path: &str) -> RouteInput<'_> {
     RouteInput {
