@@ -16,7 +16,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use mesh_chaos_tests::sidecars::{Sidecars, UpstreamSpec, Workload, get, inbound_of, sample};
+use mesh_chaos_tests::sidecars::{
+    Sidecars, UpstreamSpec, Workload, get, inbound_of, sample, wait_for,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -110,20 +112,19 @@ async fn opaque_tcp_is_carried_over_mtls_and_authorized_per_connection() {
         text.starts_with("HTTP/1.1 400"),
         "the app's own answer did not come back: {text:?}"
     );
-    let m = get(mesh.hosts[1].admin, "/metrics").await.expect("metrics");
+    // The sidecar records a connection's bytes when it closes, just after the client is done.
+    let admin = mesh.hosts[1].admin;
     let labels = [
         "direction=\"inbound\"",
         "src_workload=\"web\"",
         "dst_workload=\"api\"",
     ];
-    assert!(
-        sample(&m.body, "tcp_open_total", &labels).is_some_and(|n| n >= 1.0),
-        "{}",
-        m.body
-    );
-    assert!(
-        sample(&m.body, "tcp_read_bytes_total", &labels).is_some_and(|n| n >= garbage.len() as f64),
-        "{}",
-        m.body
-    );
+    wait_for("tcp_* metrics of the closed connection", || async move {
+        let m = get(admin, "/metrics").await?;
+        let opened = sample(&m.body, "tcp_open_total", &labels).unwrap_or(0.0);
+        let read = sample(&m.body, "tcp_read_bytes_total", &labels).unwrap_or(0.0);
+        Ok(opened >= 1.0 && read >= garbage.len() as f64)
+    })
+    .await
+    .expect("tcp metrics");
 }

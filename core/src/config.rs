@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use mesh_proto::api::FieldProblem;
 use mesh_proto::resource::{
     API_VERSION, AuthorizationPolicySpec, FailoverPolicySpec, HttpRouteSpec, Kind, Metadata,
-    Resource, ResourceKey, ServiceExportSpec, TrafficPolicySpec,
+    Resource, ResourceKey, ServiceExportSpec, TrafficPolicySpec, WorkloadEndpointSpec,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -33,11 +33,13 @@ mod authz;
 mod common;
 mod decode;
 mod duration;
+mod endpoint;
 mod federation;
 mod route;
 mod traffic;
 
 pub use duration::parse_duration;
+pub use endpoint::locality_problems;
 
 /// Most labels one resource may carry.
 pub const MAX_LABELS: usize = 64;
@@ -54,6 +56,7 @@ pub enum Spec {
     AuthorizationPolicy(AuthorizationPolicySpec),
     FailoverPolicy(FailoverPolicySpec),
     ServiceExport(ServiceExportSpec),
+    WorkloadEndpoint(WorkloadEndpointSpec),
 }
 
 /// A resource that passed [`validate`].
@@ -82,8 +85,13 @@ pub fn validate(document: usize, res: &Resource) -> Result<ValidResource, Vec<Fi
         );
     }
     let kind = check_kind(&mut report, &res.kind);
-    check_metadata(&mut report, &res.metadata);
-    let spec = kind.and_then(|kind| typed_spec(&mut report, kind, &res.spec));
+    if kind == Some(Kind::WorkloadEndpoint) {
+        endpoint::check_metadata(&mut report, &res.metadata);
+        check_labels(&mut report, &res.metadata);
+    } else {
+        check_metadata(&mut report, &res.metadata);
+    }
+    let spec = kind.and_then(|kind| typed_spec(&mut report, kind, &res.metadata, &res.spec));
     match (kind, spec) {
         (Some(kind), Some((spec, spec_json))) if report.is_empty() => Ok(ValidResource {
             key: ResourceKey {
@@ -240,6 +248,10 @@ fn check_metadata(report: &mut Report, meta: &Metadata) {
             format!("namespace {:?} {why}", meta.namespace),
         );
     }
+    check_labels(report, meta);
+}
+
+fn check_labels(report: &mut Report, meta: &Metadata) {
     if meta.labels.len() > MAX_LABELS {
         report.add(
             "metadata.labels",
@@ -262,7 +274,12 @@ fn check_metadata(report: &mut Report, meta: &Metadata) {
 
 /// Decode the spec of `kind` and check its values. Returns the spec and its canonical JSON when
 /// the spec has no problem.
-fn typed_spec(report: &mut Report, kind: Kind, spec: &serde_json::Value) -> Option<(Spec, String)> {
+fn typed_spec(
+    report: &mut Report,
+    kind: Kind,
+    meta: &Metadata,
+    spec: &serde_json::Value,
+) -> Option<(Spec, String)> {
     match kind {
         Kind::HTTPRoute => checked(report, spec, route::check, Spec::HttpRoute),
         Kind::TrafficPolicy => checked(report, spec, traffic::check, Spec::TrafficPolicy),
@@ -274,13 +291,19 @@ fn typed_spec(report: &mut Report, kind: Kind, spec: &serde_json::Value) -> Opti
             Spec::FailoverPolicy,
         ),
         Kind::ServiceExport => checked(report, spec, federation::check_export, Spec::ServiceExport),
+        Kind::WorkloadEndpoint => checked(
+            report,
+            spec,
+            |r, s| endpoint::check(r, &meta.name, s),
+            Spec::WorkloadEndpoint,
+        ),
     }
 }
 
 fn checked<T: DeserializeOwned + Serialize>(
     report: &mut Report,
     spec: &serde_json::Value,
-    check: fn(&mut Report, &T),
+    check: impl Fn(&mut Report, &T),
     wrap: fn(T) -> Spec,
 ) -> Option<(Spec, String)> {
     let decoded = decode::decode::<T>(spec, "spec");

@@ -1,5 +1,5 @@
 //! Every meshfed decision, with no I/O: identity rules (CA, CSR checks, SVID verification),
-//! config validation, and the replicated state machine's apply function.
+//! config validation, endpoint sets, and the replicated state machine's apply function.
 //!
 //! Architecture invariant: this crate takes no socket, runtime, clock or ambient randomness.
 //! Time is a parameter (`now_unix`, `now_unix_ms`), and the tidy test in `tests/tidy.rs` checks
@@ -8,6 +8,7 @@
 pub mod authz;
 pub mod balance;
 pub mod config;
+pub mod endpoints;
 pub mod http;
 pub mod identity;
 pub mod resilience;

@@ -9,10 +9,11 @@
 use std::collections::VecDeque;
 
 use mesh_proto::command::{
-    Change, Command, CommandResponse, ControlNodeInfo, Credential, CredentialKind, Need,
-    ResourceWrite, StateData,
+    AgentStatus, CertExpiry, Change, Command, CommandResponse, ControlNodeInfo, Credential,
+    CredentialKind, MAX_REPORTED_CERTS, Need, ResourceWrite, StateData,
 };
-use mesh_proto::resource::{Kind, ResourceKey, StoredResource};
+use mesh_proto::resource::{Kind, ResourceKey, StoredResource, WorkloadEndpointSpec};
+use mesh_proto::{NodeName, ServiceName};
 
 /// How many recent changes are kept for watchers. A watcher further behind gets a snapshot.
 pub const CHANGE_LOG_LEN: usize = 4096;
@@ -128,7 +129,10 @@ impl MeshState {
                 need,
                 now_unix_ms,
                 command,
-            } => match self.check_credential(token_sha256, *need, *now_unix_ms) {
+            } => match self
+                .check_credential(token_sha256, need, *now_unix_ms)
+                .and_then(|()| need_covers(need, command))
+            {
                 Ok(()) => self.apply(command),
                 Err(reason) => CommandResponse::Unauthorized { reason },
             },
@@ -145,15 +149,23 @@ impl MeshState {
                         n += 1;
                     }
                 }
+                // A revoked node reports no more; its last status would only go stale.
+                self.data.agents.remove(node);
                 CommandResponse::Revoked { credentials: n }
             }
+            Command::ReportAgentStatus {
+                node,
+                config_version,
+                certs,
+                now_unix_ms,
+            } => self.report_agent_status(node, *config_version, certs, *now_unix_ms),
         }
     }
 
     fn check_credential(
         &self,
         token_sha256: &str,
-        need: Need,
+        need: &Need,
         now_unix_ms: u64,
     ) -> Result<(), String> {
         let c = self
@@ -168,7 +180,42 @@ impl MeshState {
         match (need, &c.kind) {
             (Need::Operator, CredentialKind::Operator) => Ok(()),
             (Need::Operator, _) => Err("this call needs the operator token".into()),
+            (Need::Agent { node, service }, CredentialKind::Agent { node: n, services }) => {
+                agent_node_matches(node, n)?;
+                if services.contains(service) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "the agent credential of node {n} may not serve {service} (it lists {}); \
+                         issue one with `meshctl credential create --node {n} --service \
+                         {service}`",
+                        service_list(services)
+                    ))
+                }
+            }
+            (Need::AgentNode { node }, CredentialKind::Agent { node: n, .. }) => {
+                agent_node_matches(node, n)
+            }
+            (Need::Agent { .. } | Need::AgentNode { .. }, _) => {
+                Err("this call needs an agent credential (`meshctl credential create`)".into())
+            }
         }
+    }
+
+    fn report_agent_status(
+        &mut self,
+        node: &NodeName,
+        config_version: u64,
+        certs: &[CertExpiry],
+        now_unix_ms: u64,
+    ) -> CommandResponse {
+        let status = AgentStatus {
+            config_version,
+            certs: certs.iter().take(MAX_REPORTED_CERTS).cloned().collect(),
+            reported_unix_ms: now_unix_ms,
+        };
+        self.data.agents.insert(node.clone(), status);
+        CommandResponse::StatusRecorded
     }
 
     fn apply_resources(&mut self, writes: &[ResourceWrite]) -> CommandResponse {
@@ -304,6 +351,58 @@ impl MeshState {
     }
 }
 
+fn agent_node_matches(wanted: &NodeName, holder: &NodeName) -> Result<(), String> {
+    if wanted == holder {
+        Ok(())
+    } else {
+        Err(format!(
+            "this agent credential belongs to node {holder}, not {wanted}; run the agent of \
+             {wanted} with its own credential"
+        ))
+    }
+}
+
+fn service_list(services: &[ServiceName]) -> String {
+    let names: Vec<&str> = services.iter().map(ServiceName::as_str).collect();
+    format!("[{}]", names.join(", "))
+}
+
+/// Whether `need` covers `command`: an operator may do anything, an agent only what concerns
+/// its own records. Checked with the credential, so a handler that wraps the wrong command in
+/// an agent's need is refused in the log rather than trusted.
+fn need_covers(need: &Need, command: &Command) -> Result<(), String> {
+    let scope = |what: &str| {
+        Err(format!(
+            "an agent credential may only {what}; this command is outside it"
+        ))
+    };
+    match need {
+        Need::Operator => Ok(()),
+        Need::Agent { node, service } => {
+            let own = WorkloadEndpointSpec::key(service, node);
+            let covered = match command {
+                Command::ApplyResources { resources, .. } => {
+                    !resources.is_empty() && resources.iter().all(|w| w.key == own)
+                }
+                Command::DeleteResource { key, .. } => *key == own,
+                _ => false,
+            };
+            if covered {
+                Ok(())
+            } else {
+                scope(&format!(
+                    "write and delete the WorkloadEndpoint {}",
+                    own.name
+                ))
+            }
+        }
+        Need::AgentNode { node } => match command {
+            Command::ReportAgentStatus { node: n, .. } if n == node => Ok(()),
+            _ => scope(&format!("report the status of node {node}")),
+        },
+    }
+}
+
 /// SHA-256 of a bearer token, lowercase hex. Tokens carry 256 bits of entropy, so a plain hash
 /// (not a password KDF) is the right tool: it cannot be brute-forced.
 pub fn token_sha256(token: &str) -> String {
@@ -312,229 +411,4 @@ pub fn token_sha256(token: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use super::*;
-
-    fn key(name: &str) -> ResourceKey {
-        ResourceKey {
-            kind: Kind::ServiceExport,
-            namespace: "default".into(),
-            name: name.into(),
-        }
-    }
-
-    fn write(name: &str, spec: &str, expect: Option<u64>) -> ResourceWrite {
-        ResourceWrite {
-            key: key(name),
-            labels: BTreeMap::new(),
-            spec_json: spec.into(),
-            expect_version: expect,
-        }
-    }
-
-    fn apply(s: &mut MeshState, w: Vec<ResourceWrite>) -> CommandResponse {
-        s.apply(&Command::ApplyResources {
-            resources: w,
-            now_unix_ms: 1,
-        })
-    }
-
-    #[test]
-    fn batch_gets_one_version_and_unchanged_writes_do_not_bump() {
-        let mut s = MeshState::default();
-        let r = apply(&mut s, vec![write("a", "{}", None), write("b", "{}", None)]);
-        assert_eq!(
-            r,
-            CommandResponse::Applied {
-                version: 1,
-                changed: vec![key("a"), key("b")],
-                unchanged: vec![]
-            }
-        );
-        let r = apply(&mut s, vec![write("a", "{}", None)]);
-        assert_eq!(
-            r,
-            CommandResponse::Applied {
-                version: 1,
-                changed: vec![],
-                unchanged: vec![key("a")]
-            }
-        );
-        let r = apply(
-            &mut s,
-            vec![write("a", "{\"x\":1}", None), write("b", "{}", None)],
-        );
-        assert_eq!(
-            r,
-            CommandResponse::Applied {
-                version: 2,
-                changed: vec![key("a")],
-                unchanged: vec![key("b")]
-            }
-        );
-    }
-
-    #[test]
-    fn conflict_rejects_the_whole_batch() {
-        let mut s = MeshState::default();
-        apply(&mut s, vec![write("a", "{}", None)]);
-        let before = s.clone();
-        let r = apply(
-            &mut s,
-            vec![write("b", "{}", Some(0)), write("a", "{\"x\":1}", Some(7))],
-        );
-        assert_eq!(
-            r,
-            CommandResponse::Conflict {
-                key: key("a"),
-                expected: 7,
-                actual: 1
-            }
-        );
-        assert_eq!(s, before);
-    }
-
-    #[test]
-    fn watch_catches_up_with_changes_then_snapshot_when_too_far_behind() {
-        let mut s = MeshState::default();
-        assert_eq!(s.catch_up(0), CatchUp::UpToDate);
-        apply(&mut s, vec![write("a", "{}", None)]);
-        s.apply(&Command::DeleteResource {
-            key: key("a"),
-            now_unix_ms: 2,
-        });
-        match s.catch_up(1) {
-            CatchUp::Changes(c) => {
-                assert_eq!(c.len(), 1);
-                assert_eq!(c[0].resource, None);
-            }
-            other => panic!("{other:?}"),
-        }
-        for i in 0..(CHANGE_LOG_LEN as u64 + 5) {
-            apply(&mut s, vec![write("a", &format!("{{\"i\":{i}}}"), None)]);
-        }
-        assert!(matches!(s.catch_up(1), CatchUp::Snapshot(_)));
-        assert!(matches!(s.catch_up(s.version() - 3), CatchUp::Changes(c) if c.len() == 3));
-    }
-
-    #[test]
-    fn restored_state_sends_watchers_a_snapshot_not_an_empty_delta() {
-        let mut s = MeshState::default();
-        apply(&mut s, vec![write("a", "{}", None)]);
-        apply(&mut s, vec![write("b", "{}", None)]);
-        let bytes = mesh_proto::codec::encode(s.data()).unwrap();
-        let restored = MeshState::from_data(mesh_proto::codec::decode(&bytes).unwrap());
-        assert!(
-            restored.changes.is_empty(),
-            "the change log is a cache, not state"
-        );
-        assert!(matches!(restored.catch_up(1), CatchUp::Snapshot(r) if r.len() == 2));
-        assert_eq!(restored.catch_up(2), CatchUp::UpToDate);
-    }
-
-    /// Regression: equality used to include the change-log cache, so a replica reloaded from
-    /// disk or a snapshot compared unequal to the one that wrote it (CI, raft-store tests).
-    #[test]
-    fn a_restored_replica_equals_its_writer_despite_an_empty_change_log() {
-        let mut s = MeshState::default();
-        apply(&mut s, vec![write("a", "{}", None)]);
-        let bytes = mesh_proto::codec::encode(s.data()).unwrap();
-        let restored = MeshState::from_data(mesh_proto::codec::decode(&bytes).unwrap());
-        assert_eq!(restored, s);
-        assert_ne!(restored.catch_up(0), CatchUp::UpToDate);
-    }
-
-    #[test]
-    fn authorized_commands_check_the_credential_at_their_log_position() {
-        let mut s = MeshState::default();
-        let op = token_sha256("op");
-        s.apply(&Command::PutCredential {
-            token_sha256: op.clone(),
-            credential: Credential {
-                kind: CredentialKind::Operator,
-                created_unix_ms: 0,
-                expires_unix_ms: 0,
-                revoked: false,
-            },
-        });
-        let wrap = |t: &str| Command::Authorized {
-            token_sha256: t.into(),
-            need: Need::Operator,
-            now_unix_ms: 1,
-            command: Box::new(Command::ApplyResources {
-                resources: vec![write("a", "{}", None)],
-                now_unix_ms: 1,
-            }),
-        };
-        assert!(matches!(
-            s.apply(&wrap(&token_sha256("nope"))),
-            CommandResponse::Unauthorized { .. }
-        ));
-        assert_eq!(s.version(), 0, "an unauthorized write changed the store");
-        let batch = Command::Batch(vec![wrap(&op), wrap(&token_sha256("nope"))]);
-        match s.apply(&batch) {
-            CommandResponse::Batch(r) => {
-                assert!(matches!(r[0], CommandResponse::Applied { version: 1, .. }));
-                assert!(matches!(r[1], CommandResponse::Unauthorized { .. }));
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn node_ids_are_stable_for_a_rejoining_name() {
-        let mut s = MeshState::default();
-        let info = |n: &str| ControlNodeInfo {
-            node_id: 0,
-            name: mesh_proto::NodeName::new(n).unwrap(),
-            raft_addr: "a".into(),
-            api_addr: "b".into(),
-        };
-        let reg = |s: &mut MeshState, n| {
-            s.apply(&Command::RegisterControlNode {
-                info: info(n),
-                now_unix_ms: 0,
-            })
-        };
-        assert_eq!(
-            reg(&mut s, "c1"),
-            CommandResponse::NodeRegistered { node_id: 1 }
-        );
-        assert_eq!(
-            reg(&mut s, "c2"),
-            CommandResponse::NodeRegistered { node_id: 2 }
-        );
-        assert_eq!(
-            reg(&mut s, "c1"),
-            CommandResponse::NodeRegistered { node_id: 1 }
-        );
-    }
-
-    #[test]
-    fn expired_and_revoked_credentials_do_not_authenticate() {
-        let mut s = MeshState::default();
-        let node = mesh_proto::NodeName::new("vm-1").unwrap();
-        s.apply(&Command::PutCredential {
-            token_sha256: token_sha256("t1"),
-            credential: Credential {
-                kind: CredentialKind::Agent {
-                    node: node.clone(),
-                    services: vec![],
-                },
-                created_unix_ms: 0,
-                expires_unix_ms: 100,
-                revoked: false,
-            },
-        });
-        assert!(s.authenticate("t1", 99).is_some());
-        assert!(s.authenticate("t1", 100).is_none());
-        assert!(s.authenticate("t2", 0).is_none());
-        s.apply(&Command::RevokeNode {
-            node,
-            now_unix_ms: 5,
-        });
-        assert!(s.authenticate("t1", 50).is_none());
-    }
-}
+mod tests;

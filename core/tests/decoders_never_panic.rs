@@ -30,8 +30,8 @@ use mesh_core::identity::{
 };
 use mesh_proto::codec::{self, MAX_FRAME_BYTES};
 use mesh_proto::command::{
-    CaMaterial, ClusterInfo, Command, CommandResponse, ControlNodeInfo, Credential, CredentialKind,
-    GossipKey, Need, ResourceWrite, StateData,
+    AgentStatus, CaMaterial, CertExpiry, ClusterInfo, Command, CommandResponse, ControlNodeInfo,
+    Credential, CredentialKind, GossipKey, Need, ResourceWrite, StateData,
 };
 use mesh_proto::resource::{Kind, Resource, ResourceKey, StoredResource};
 use mesh_proto::{NodeName, ServiceName, SpiffeId, TrustDomain};
@@ -325,6 +325,32 @@ fn commands() -> Vec<Command> {
             command: Box::new(apply),
         },
         Command::Batch(vec![delete, revoke, Command::Batch(vec![])]),
+        Command::Authorized {
+            token_sha256: "5a".repeat(32),
+            need: Need::Agent {
+                node: id("n1"),
+                service: id("api"),
+            },
+            now_unix_ms,
+            command: Box::new(Command::DeleteResource {
+                key: key(Kind::WorkloadEndpoint, "api.n1"),
+                now_unix_ms,
+            }),
+        },
+        Command::Authorized {
+            token_sha256: "6b".repeat(32),
+            need: Need::AgentNode { node: id("n1") },
+            now_unix_ms,
+            command: Box::new(Command::ReportAgentStatus {
+                node: id("n1"),
+                config_version: 12,
+                certs: vec![CertExpiry {
+                    service: id("api"),
+                    expires_unix: NOW + 86_400,
+                }],
+                now_unix_ms,
+            }),
+        },
     ]
 }
 
@@ -354,6 +380,7 @@ fn responses() -> Vec<CommandResponse> {
             CommandResponse::CredentialStored,
             CommandResponse::AlreadyInitialized,
         ]),
+        CommandResponse::StatusRecorded,
     ]
 }
 
@@ -403,7 +430,19 @@ fn state() -> StateData {
         resources: BTreeMap::from([
             stored(Kind::ServiceExport, "api", 11),
             stored(Kind::FailoverPolicy, "api", 12),
+            stored(Kind::WorkloadEndpoint, "api.n1", 12),
         ]),
+        agents: BTreeMap::from([(
+            id("n1"),
+            AgentStatus {
+                config_version: 11,
+                certs: vec![CertExpiry {
+                    service: id("api"),
+                    expires_unix: NOW + 3600,
+                }],
+                reported_unix_ms: NOW * 1000,
+            },
+        )]),
     }
 }
 
@@ -822,7 +861,8 @@ const KEYS: &[&str] = &[
     "retryOn", "budget", "ratio", "minPerSecond", "action", "from", "to", "principals",
     "trustDomains", "methods", "paths", "headers", "service", "targets", "region", "zone",
     "cluster", "peers", "loadBalancer", "policy", "hashHeader", "rateLimit", "burst",
-    "faultInjection", "delay", "abort", "percent", "status", "duration", "x",
+    "faultInjection", "delay", "abort", "percent", "status", "duration", "node", "address",
+    "locality", "healthy", "x",
 ];
 
 fn resources() -> Vec<Value> {
@@ -894,6 +934,18 @@ fn resources() -> Vec<Value> {
             "api",
             json!({ "service": "api", "peers": ["west"] }),
         ),
+        {
+            let mut endpoint = doc(
+                "WorkloadEndpoint",
+                "api.vm-1",
+                json!({
+                    "service": "api", "node": "vm-1", "address": "10.0.3.2:15006",
+                    "locality": { "region": "eu", "zone": "eu-1" }, "healthy": true,
+                }),
+            );
+            endpoint["metadata"]["namespace"] = json!("default");
+            endpoint
+        },
     ]
 }
 

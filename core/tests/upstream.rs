@@ -24,13 +24,20 @@ fn get(path: &str) -> RouteInput<'_> {
 }
 
 fn route(json: serde_json::Value) -> HttpRouteSpec {
-    serde_json::from_value(json).unwrap()
+    match serde_json::from_value(json) {
+        Ok(r) => r,
+        Err(e) => panic!("test route does not parse: {e}"),
+    }
 }
 
 fn policies(target: &str, json: serde_json::Value) -> BTreeMap<String, TrafficPolicySpec> {
     let mut spec = json;
     spec["targetRef"] = serde_json::json!({"kind": "Service", "name": target});
-    BTreeMap::from([(target.to_owned(), serde_json::from_value(spec).unwrap())])
+    let spec: TrafficPolicySpec = match serde_json::from_value(spec) {
+        Ok(p) => p,
+        Err(e) => panic!("test policy does not parse: {e}"),
+    };
+    BTreeMap::from([(target.to_owned(), spec)])
 }
 
 fn eps(names: &[&str]) -> Vec<EndpointId> {

@@ -6,18 +6,25 @@
 //!  --services ─► config::load ─► ServicesConfig
 //!  --token-file, --control ─► ApiClient ─► Identities::start (valid cache first, else sign)
 //!                                   └─► renew_forever per service ─► SvidSlot::replace
-//!  <data>/config.json ─► Policies ◄── watch_forever (long-poll /v1/watch) ─► config.json
+//!  <data>/config.json ─► Policies, Discovery ◄── watch_forever (long-poll /v1/watch) ─► config.json
+//!  per service: health::check_forever ─► catalog::register_forever ─► PUT /v1/catalog/<svc>
+//!  report::report_forever ─► POST /v1/agents/status (applied version, SVID expiries)
 //!
 //!  app ─► outbound 127.0.0.1:<listen> ══ mTLS ══► peer inbound ─► authz ─► peer app
 //!  admin 127.0.0.1:15000: /metrics /ready
 //! ```
 //!
 //! This file wires the pieces and owns their limits; it makes no decision itself. Identity
-//! rules, authorization, path canonicalisation and balancing come from `mesh-core`. The agent
-//! does not yet discover endpoints (they are static in the services file), route by HTTPRoute,
-//! retry, or speak HTTP/2 between sidecars.
+//! rules, authorization, path canonicalisation, balancing and the endpoint set come from
+//! `mesh-core`. The agent registers its services in the catalog and keeps the catalog's
+//! endpoints in `Discovery`, but the outbound path does not read them yet (it uses the static
+//! endpoints of the services file); it does not route by HTTPRoute, retry, or speak HTTP/2
+//! between sidecars.
 
+mod catalog;
 mod config;
+mod discovery;
+mod health;
 mod identity;
 mod inbound;
 mod metrics;
@@ -25,6 +32,7 @@ mod outbound;
 mod pool;
 mod proxy;
 mod ratelimit;
+mod report;
 mod tcp;
 mod watch;
 
@@ -43,7 +51,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-pub use config::{ConfigError, ServiceConfig, ServicesConfig, UpstreamConfig};
+pub use config::{ConfigError, HealthCheck, Probe, ServiceConfig, ServicesConfig, UpstreamConfig};
 pub use identity::CertError;
 
 use crate::client::{ApiClient, ClientError, Trust};
@@ -190,14 +198,22 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     }
 
     let policies = Arc::new(watch::Policies::new(&names));
+    let discovery = Arc::new(discovery::Discovery::new(&services));
     let cache = watch::cache_path(&opts.data_dir);
     let snapshot = watch::Snapshot::load(&cache).unwrap_or_default();
     policies.install(&snapshot);
-    tasks.spawn(watch::watch_forever(
+    discovery.install(&snapshot);
+    let (applied, applied_rx) = tokio::sync::watch::channel(snapshot.version);
+    let sinks = watch::Sinks {
+        policies: policies.clone(),
+        discovery: discovery.clone(),
+        applied,
+    };
+    tasks.spawn(watch::watch_forever(client.clone(), cache, sinks, snapshot));
+    tasks.spawn(report::report_forever(
         client.clone(),
-        cache,
-        policies.clone(),
-        snapshot,
+        applied_rx,
+        ids.svids.clone(),
     ));
 
     let rate_limits = Arc::new(ratelimit::RateLimits::new(&names));
@@ -209,11 +225,16 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         ids: &ids,
         policies: &policies,
         rate_limits: &rate_limits,
+        discovery: &discovery,
         metrics: &metrics,
         limits: opts.limits,
     };
     wiring.spawn_proxies(&services, listeners, &mut tasks)?;
     ready.store(true, Ordering::Release);
+    // Registered once the listeners serve. Registration has its own set: it stops first on
+    // shutdown, so it cannot re-register what deregistration removes.
+    let mut catalog_tasks = JoinSet::new();
+    catalog::spawn(&mut catalog_tasks, &client, &services, &discovery);
     tracing::info!(
         node = %opts.name,
         trust_domain = %ids.trust_domain,
@@ -223,6 +244,8 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     );
     crate::signals::shutdown().await;
     tracing::info!("shutting down");
+    catalog_tasks.abort_all();
+    catalog::deregister_all(&client, &names).await;
     tasks.abort_all();
     Ok(())
 }
@@ -257,6 +280,7 @@ struct Wiring<'a> {
     ids: &'a identity::Identities,
     policies: &'a Arc<watch::Policies>,
     rate_limits: &'a Arc<ratelimit::RateLimits>,
+    discovery: &'a Arc<discovery::Discovery>,
     metrics: &'a Arc<metrics::Metrics>,
     limits: Limits,
 }
@@ -347,7 +371,8 @@ impl Wiring<'_> {
             service: s.name.clone(),
             upstream: u.service.clone(),
             trust_domain: self.ids.trust_domain.clone(),
-            static_endpoints: u.endpoints.clone(),
+            discovery: self.discovery.clone(),
+            locality: s.locality.clone(),
             state: Mutex::new(Upstream::new(u.service.as_str())),
             rng: Mutex::new(SplitMix64::new(u64::from_le_bytes(seed))),
             pools: Mutex::new(HashMap::new()),
@@ -359,11 +384,4 @@ impl Wiring<'_> {
             system_rng,
         }))
     }
-}
-
-/// Endpoints of `service` registered in the control plane's catalog, from a config snapshot.
-/// The catalog is not built yet, so there are none: upstream endpoints come from the services
-/// file only.
-fn catalog_endpoints(_snap: &watch::Snapshot, _service: &str) -> Vec<SocketAddr> {
-    Vec::new()
 }

@@ -19,7 +19,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use mesh_core::identity::{self, PeerPolicy};
@@ -32,6 +32,7 @@ use tokio::sync::Semaphore;
 use crate::client::ApiClient;
 use crate::control::Ctx;
 
+mod catalog;
 mod handlers;
 
 /// Marks a request already forwarded by a follower, so it is never forwarded twice.
@@ -95,6 +96,12 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/v1/members/{id}", delete(handlers::remove_member))
         .route("/v1/certificates", post(handlers::sign))
         .route("/v1/credentials", post(handlers::create_credential))
+        .route(
+            "/v1/catalog/{service}",
+            put(catalog::register).delete(catalog::deregister),
+        )
+        .route("/v1/agents", get(catalog::list_agents))
+        .route("/v1/agents/status", post(catalog::report_status))
         .layer(middleware::from_fn_with_state(ctx.clone(), leader_gate))
         .with_state(ctx)
 }

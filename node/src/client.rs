@@ -20,6 +20,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use mesh_core::identity::{self, PeerPolicy, TrustBundles};
+use mesh_proto::ServiceName;
 use mesh_proto::api::*;
 use mesh_proto::resource::{Kind, Resource};
 use rustls::pki_types::ServerName;
@@ -485,6 +486,44 @@ impl ApiClient {
         req: &CredentialRequest,
     ) -> Result<CredentialResponse, ClientError> {
         self.call(Method::POST, "/v1/credentials", Some(req)).await
+    }
+
+    /// Register (or refresh) this agent's endpoint of `service` in the catalog; needs an agent
+    /// credential that lists `service`. Identical re-registration answers `unchanged`.
+    pub async fn register_endpoint(
+        &self,
+        service: &ServiceName,
+        req: &CatalogRegistration,
+    ) -> Result<ApplyResponse, ClientError> {
+        self.call(Method::PUT, &format!("/v1/catalog/{service}"), Some(req))
+            .await
+    }
+
+    /// Remove this agent's endpoint of `service` from the catalog (`404 not_found` if none).
+    pub async fn deregister_endpoint(
+        &self,
+        service: &ServiceName,
+    ) -> Result<DeleteResponse, ClientError> {
+        self.call(
+            Method::DELETE,
+            &format!("/v1/catalog/{service}"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// Report what this agent has applied (agent credential).
+    pub async fn report_status(
+        &self,
+        req: &AgentStatusReport,
+    ) -> Result<AgentStatusAck, ClientError> {
+        self.call(Method::POST, "/v1/agents/status", Some(req))
+            .await
+    }
+
+    /// Every agent's last status report (operator).
+    pub async fn agents(&self) -> Result<AgentsResponse, ClientError> {
+        self.call(Method::GET, "/v1/agents", None::<&()>).await
     }
 }
 

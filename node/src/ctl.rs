@@ -119,6 +119,13 @@ pub async fn get(
     output::resources(kind, &items, name.is_some(), fmt)
 }
 
+/// `meshctl proxy-status`: every agent's applied config version, report age and earliest SVID
+/// expiry, as the leader last recorded them.
+pub async fn proxy_status(conn: &Conn, fmt: Format) -> anyhow::Result<()> {
+    let r = conn.client()?.agents().await.map_err(explain)?;
+    output::proxy_status(&r, fmt)
+}
+
 pub async fn delete(conn: &Conn, kind: &str, name: &str, namespace: &str) -> anyhow::Result<()> {
     let kind = parse_kind(kind)?;
     let r = conn

@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Change, ControlNodeInfo};
+use crate::command::{CertExpiry, Change, ControlNodeInfo};
+use crate::ids::{Locality, NodeName};
 use crate::resource::{Resource, StoredResource};
 
 /// Error body of every non-2xx API response.
@@ -158,4 +159,52 @@ pub struct CredentialRequest {
 pub struct CredentialResponse {
     /// The bearer token, shown once.
     pub token: String,
+}
+
+/// `PUT /v1/catalog/{service}`: an agent registers (or re-registers) the endpoint of one of its
+/// services. The node is the agent credential's; the answer is an [`ApplyResponse`] whose one
+/// result is `created`, `configured` or `unchanged`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogRegistration {
+    /// `ip:port` of the sidecar's mTLS inbound listener for the service.
+    pub address: String,
+    #[serde(default)]
+    pub locality: Locality,
+    pub healthy: bool,
+}
+
+/// `POST /v1/agents/status`: what an agent has applied. The node is the agent credential's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentStatusReport {
+    pub config_version: u64,
+    /// One per local service; at most `MAX_REPORTED_CERTS`.
+    pub certs: Vec<CertExpiry>,
+}
+
+/// The answer to [`AgentStatusReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatusAck {
+    /// The config store version when the report was recorded.
+    pub store_version: u64,
+}
+
+/// `GET /v1/agents` (operator): every agent's last report, read on the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentsResponse {
+    /// The config store version at the time of the read, to compare each agent's against.
+    pub store_version: u64,
+    /// The answering leader's clock, so ages are computed on one clock.
+    pub now_unix_ms: u64,
+    pub agents: Vec<AgentRecord>,
+}
+
+/// One agent's last status report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub node: NodeName,
+    pub config_version: u64,
+    pub certs: Vec<CertExpiry>,
+    pub reported_unix_ms: u64,
 }

@@ -55,12 +55,32 @@ pub enum Command {
     /// Independent commands proposed as one log entry (the API coalesces concurrent writes).
     /// Each is applied in order and answered separately; one's failure does not affect another.
     Batch(Vec<Command>),
+    /// Record what the agent on `node` has applied (config version, SVID expiries), for
+    /// `meshctl proxy-status`. Kept outside the versioned config store: it never bumps the
+    /// store version or wakes config watchers, so acknowledging a version cannot create one.
+    ReportAgentStatus {
+        node: NodeName,
+        config_version: u64,
+        certs: Vec<CertExpiry>,
+        now_unix_ms: u64,
+    },
 }
 
-/// The credential an [`Command::Authorized`] command needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The credential an [`Command::Authorized`] command needs. Each need also bounds what the
+/// wrapped command may do: an agent need covers only that agent's own records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Need {
+    /// The operator token; covers every command.
     Operator,
+    /// An agent credential for `node` that lists `service`. Covers writing and deleting the
+    /// `WorkloadEndpoint` `<service>.<node>` and nothing else.
+    Agent {
+        node: NodeName,
+        service: ServiceName,
+    },
+    /// An agent credential for `node`, whatever its services. Covers
+    /// [`Command::ReportAgentStatus`] for `node` and nothing else.
+    AgentNode { node: NodeName },
 }
 
 /// One resource write inside [`Command::ApplyResources`].
@@ -114,6 +134,8 @@ pub enum CommandResponse {
     },
     /// One response per command of a [`Command::Batch`], in order.
     Batch(Vec<CommandResponse>),
+    /// An agent's status report was recorded; the store version did not change.
+    StatusRecorded,
 }
 
 /// The cluster CA, as held in Raft. Only control nodes ever see `key_pem`.
@@ -166,6 +188,27 @@ pub struct Credential {
     pub revoked: bool,
 }
 
+/// Most SVID expiries one agent status keeps (an agent runs at most 64 services).
+pub const MAX_REPORTED_CERTS: usize = 64;
+
+/// When the SVID of one local service of an agent expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertExpiry {
+    pub service: ServiceName,
+    pub expires_unix: u64,
+}
+
+/// The last status an agent reported ([`Command::ReportAgentStatus`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// The config store version the agent has applied.
+    pub config_version: u64,
+    /// At most [`MAX_REPORTED_CERTS`], in the order reported.
+    pub certs: Vec<CertExpiry>,
+    /// The leader's clock when the report was applied.
+    pub reported_unix_ms: u64,
+}
+
 /// A stored resource, or its deletion, at one revision: the unit of the watch stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
@@ -196,6 +239,9 @@ pub struct StateData {
     /// Config store revision: bumped once per applied batch or delete.
     pub version: u64,
     pub resources: std::collections::BTreeMap<ResourceKey, StoredResource>,
+    /// The last status each agent reported. Not part of the config store: changing it bumps no
+    /// version and is not in the change log. Appended last so older fields keep their encoding.
+    pub agents: std::collections::BTreeMap<NodeName, AgentStatus>,
     // The watch change log is not here: it is a cache held by `mesh_core::state::MeshState`,
     // not persisted or snapshotted (re-encoding it on every apply cost more than the rest of
     // the state). After a restart or snapshot install, watchers behind get a full snapshot.

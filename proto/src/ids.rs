@@ -258,8 +258,10 @@ macro_rules! string_serde {
 string_serde!(SpiffeId, SpiffeId::parse);
 string_serde!(TrustDomain, TrustDomain::new);
 
-/// Where an endpoint runs. Failover ranks candidates by it (DESIGN §6).
+/// Where an endpoint runs. Failover ranks candidates by it (DESIGN §6). An empty region or
+/// zone means "not known"; either may be left out when written.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Locality {
     pub region: String,
     pub zone: String,

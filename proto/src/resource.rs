@@ -13,6 +13,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{Locality, NodeName, ServiceName};
+
 /// The one API group and version meshfed serves today.
 pub const API_VERSION: &str = "meshfed.io/v1alpha1";
 
@@ -24,15 +26,19 @@ pub enum Kind {
     AuthorizationPolicy,
     FailoverPolicy,
     ServiceExport,
+    /// One workload of a service, registered by its agent (the catalog). Appended last so the
+    /// encoding of the other kinds does not change.
+    WorkloadEndpoint,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::HTTPRoute,
         Kind::TrafficPolicy,
         Kind::AuthorizationPolicy,
         Kind::FailoverPolicy,
         Kind::ServiceExport,
+        Kind::WorkloadEndpoint,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,11 +48,12 @@ impl Kind {
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::FailoverPolicy => "FailoverPolicy",
             Kind::ServiceExport => "ServiceExport",
+            Kind::WorkloadEndpoint => "WorkloadEndpoint",
         }
     }
 
     /// Parse a kind as a user types it: the exact name, any case, or a kubectl-style plural or
-    /// short name (`httproutes`, `tp`, `authz`).
+    /// short name (`httproutes`, `tp`, `authz`, `endpoints`, `we`).
     pub fn parse_loose(s: &str) -> Option<Kind> {
         let l = s.to_ascii_lowercase();
         let l = l.trim_end_matches('s');
@@ -58,6 +65,7 @@ impl Kind {
             }
             "failoverpolicy" | "failoverpolicie" | "fp" => Kind::FailoverPolicy,
             "serviceexport" | "export" | "se" => Kind::ServiceExport,
+            "workloadendpoint" | "endpoint" | "we" => Kind::WorkloadEndpoint,
             _ => return None,
         })
     }
@@ -432,4 +440,47 @@ pub struct ServiceExportSpec {
     pub service: String,
     /// Peer clusters allowed to reach the service. Export is explicit: there is no wildcard.
     pub peers: Vec<String>,
+}
+
+// ---------------------------------------------------------------- WorkloadEndpoint (catalog)
+
+/// The namespace every `WorkloadEndpoint` lives in.
+pub const ENDPOINT_NAMESPACE: &str = "default";
+
+/// One workload of a service, as its agent registered it: where peers' sidecars reach it (the
+/// sidecar's mTLS inbound, not the app), where it runs, and whether its health check passes.
+/// Its resource name is `<service>.<node>` ([`WorkloadEndpointSpec::resource_name`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadEndpointSpec {
+    pub service: ServiceName,
+    pub node: NodeName,
+    /// `ip:port` of the sidecar's mTLS inbound listener.
+    pub address: String,
+    #[serde(default)]
+    pub locality: Locality,
+    /// Whether the agent's health check of the local app passes.
+    #[serde(default = "healthy_default")]
+    pub healthy: bool,
+}
+
+fn healthy_default() -> bool {
+    true
+}
+
+impl WorkloadEndpointSpec {
+    /// The resource name of the endpoint of `service` on `node`: `<service>.<node>`. Both are
+    /// DNS labels, so the name splits back unambiguously at its only `.`.
+    pub fn resource_name(service: &ServiceName, node: &NodeName) -> String {
+        format!("{service}.{node}")
+    }
+
+    /// The store key of the endpoint of `service` on `node`.
+    pub fn key(service: &ServiceName, node: &NodeName) -> ResourceKey {
+        ResourceKey {
+            kind: Kind::WorkloadEndpoint,
+            namespace: ENDPOINT_NAMESPACE.to_owned(),
+            name: Self::resource_name(service, node),
+        }
+    }
 }

@@ -29,8 +29,10 @@ use crate::StoreError;
 const LOCK_RETRY_FOR: Duration = Duration::from_secs(2);
 const LOCK_RETRY_MAX_PAUSE: Duration = Duration::from_millis(100);
 
-/// Bump when the layout above changes incompatibly.
-pub(crate) const FORMAT: u64 = 1;
+/// Bump when the layout above, or the encoding of what it stores, changes incompatibly.
+/// 2: `StateData` gained `agents` (agent status reports), so format-1 applied states and
+/// snapshots no longer decode.
+pub(crate) const FORMAT: u64 = 2;
 
 pub(crate) const KEY_FORMAT: &[u8] = b"format";
 pub(crate) const KEY_VOTE: &[u8] = b"vote";

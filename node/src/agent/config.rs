@@ -1,5 +1,6 @@
 //! The agent's services file: which local services this host runs, where their mTLS inbound
-//! listeners are, and which upstreams each may call (Consul-style explicit upstreams, DESIGN §6).
+//! listeners are, how their apps are health-checked, and which upstreams each may call
+//! (Consul-style explicit upstreams, DESIGN §6).
 //!
 //! Parse, don't validate: [`load`] reads YAML into a raw serde shape, then [`ServicesConfig`] is
 //! built from it through `TryFrom`, reporting every problem at once, each naming its field
@@ -12,10 +13,11 @@
 //!     port: 8080                # the local app, on 127.0.0.1
 //!     inbound: 127.0.3.2:15006  # this service's mTLS listener
 //!     locality: {region: r1, zone: a}
+//!     health: {http: /healthz, interval: 2s, timeout: 1s}  # optional; default: TCP connect
 //!     upstreams:
 //!       - service: web
 //!         listen: 127.0.0.1:9001
-//!         endpoints: ["127.0.3.3:15006"]
+//!         endpoints: ["127.0.3.3:15006"]  # optional static endpoints; the catalog adds more
 //! ```
 
 use std::collections::BTreeSet;
@@ -25,6 +27,10 @@ use std::path::{Path, PathBuf};
 
 use mesh_proto::{Locality, ServiceName};
 use serde::Deserialize;
+
+mod health;
+
+pub use health::{HealthCheck, Probe};
 
 /// Largest services file read.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -50,6 +56,8 @@ pub struct ServiceConfig {
     /// This service's mTLS listener, which peers' sidecars connect to.
     pub inbound: SocketAddr,
     pub locality: Locality,
+    /// How the app is checked before the endpoint is registered healthy.
+    pub health: HealthCheck,
     pub upstreams: Vec<UpstreamConfig>,
 }
 
@@ -58,7 +66,8 @@ pub struct ServiceConfig {
 pub struct UpstreamConfig {
     pub service: ServiceName,
     pub listen: SocketAddr,
-    /// Inbound listeners of the upstream's sidecars.
+    /// Static inbound listeners of the upstream's sidecars, used besides those the catalog
+    /// lists (may be empty).
     pub endpoints: Vec<SocketAddr>,
 }
 
@@ -105,6 +114,8 @@ struct RawService {
     #[serde(default)]
     locality: Option<RawLocality>,
     #[serde(default)]
+    health: Option<health::RawHealth>,
+    #[serde(default)]
     upstreams: Vec<RawUpstream>,
 }
 
@@ -122,6 +133,7 @@ struct RawLocality {
 struct RawUpstream {
     service: String,
     listen: String,
+    #[serde(default)]
     endpoints: Vec<String>,
 }
 
@@ -235,6 +247,11 @@ fn service(at: &str, s: RawService, problems: &mut Vec<String>) -> Option<Servic
         region: l.region,
         zone: l.zone,
     });
+    // The catalog refuses what the control plane's validation refuses; say so at start.
+    for (field, why) in mesh_core::config::locality_problems(&locality) {
+        problems.push(format!("{at}.locality.{field}: {why}"));
+    }
+    let health = health::health(at, s.health, problems);
     if problems.len() > before {
         return None;
     }
@@ -243,6 +260,7 @@ fn service(at: &str, s: RawService, problems: &mut Vec<String>) -> Option<Servic
         app: SocketAddr::from(([127, 0, 0, 1], s.port)),
         inbound: inbound?,
         locality,
+        health: health?,
         upstreams,
     })
 }
@@ -259,12 +277,6 @@ fn upstream(at: &str, u: RawUpstream, problems: &mut Vec<String>) -> Option<Upst
         problems.push(format!(
             "{at}.listen: {l} is not a loopback address; the outbound listener speaks plain \
              HTTP, so it must only be reachable from this host (use 127.0.0.1:<port>)"
-        ));
-    }
-    if u.endpoints.is_empty() {
-        problems.push(format!(
-            "{at}.endpoints: list at least one sidecar inbound address of {:?}",
-            u.service
         ));
     }
     if u.endpoints.len() > MAX_ENDPOINTS {
@@ -306,66 +318,4 @@ fn socket_addr(field: &str, value: &str, problems: &mut Vec<String>) -> Option<S
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn problems(yaml: &str) -> Vec<String> {
-        match parse(yaml) {
-            Err(ParseError::Invalid(p)) => p,
-            Err(ParseError::Syntax(m)) => panic!("syntax error instead of problems: {m}"),
-            Ok(c) => panic!("accepted: {c:?}"),
-        }
-    }
-
-    #[test]
-    fn a_full_file_parses() {
-        let c = parse(
-            "services:\n  - name: api\n    port: 8080\n    inbound: 127.0.3.2:15006\n    \
-             locality: {region: r1, zone: a}\n    upstreams:\n      - service: web\n        \
-             listen: 127.0.0.1:9001\n        endpoints: [\"127.0.3.3:15006\"]\n",
-        )
-        .ok()
-        .unwrap();
-        let s = &c.services[0];
-        assert_eq!(s.name.as_str(), "api");
-        assert_eq!(s.app.to_string(), "127.0.0.1:8080");
-        assert_eq!(s.locality.region, "r1");
-        assert_eq!(s.upstreams[0].endpoints[0].to_string(), "127.0.3.3:15006");
-    }
-
-    #[test]
-    fn every_problem_is_reported_with_its_field() {
-        let p = problems(
-            "services:\n  - name: Api\n    port: 0\n    inbound: nowhere\n    upstreams:\n      \
-             - service: web\n        listen: 10.0.0.1:9001\n        endpoints: []\n",
-        );
-        let joined = p.join("\n");
-        for field in [
-            "services[0].name",
-            "services[0].port",
-            "services[0].inbound",
-            "services[0].upstreams[0].listen",
-            "services[0].upstreams[0].endpoints",
-        ] {
-            assert!(joined.contains(field), "{field} not reported in:\n{joined}");
-        }
-    }
-
-    #[test]
-    fn duplicates_are_refused() {
-        let p = problems(
-            "services:\n  - {name: a, port: 1, inbound: 127.0.0.1:5}\n  \
-             - {name: a, port: 2, inbound: 127.0.0.1:5}\n",
-        );
-        assert!(p.iter().any(|m| m.contains("listed twice")), "{p:?}");
-        assert!(p.iter().any(|m| m.contains("used twice")), "{p:?}");
-    }
-
-    #[test]
-    fn unknown_fields_are_syntax_errors() {
-        assert!(matches!(
-            parse("services:\n  - {name: a, port: 1, inbound: 127.0.0.1:5, prot: 2}\n"),
-            Err(ParseError::Syntax(_))
-        ));
-    }
-}
+mod tests;

@@ -19,7 +19,8 @@
 //! Every decision is the core's (STYLE "compute a plan, then act"); this file turns I/O into
 //! its inputs. Bodies up to [`MAX_REPLAY_BYTES`] are buffered so a retry can resend them;
 //! larger or unbounded bodies stream through and are retried only when never sent. Endpoints
-//! come from the services file's static list; the catalog adds more once it exists.
+//! of each backend come from `Discovery` (the services file's static list and the catalog),
+//! nearest locality tier first.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -44,7 +45,7 @@ use mesh_core::resilience::AttemptOutcome;
 use mesh_core::rng::SplitMix64;
 use mesh_core::upstream::{GiveUp, InFlight, Next, Start, Upstream};
 use mesh_proto::resource::{HttpRouteSpec, Kind, TrafficPolicySpec};
-use mesh_proto::{ServiceName, SpiffeId, TrustDomain};
+use mesh_proto::{Locality, ServiceName, SpiffeId, TrustDomain};
 use ring::rand::SystemRandom;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -70,8 +71,10 @@ pub(crate) struct Outbound {
     pub(crate) service: ServiceName,
     pub(crate) upstream: ServiceName,
     pub(crate) trust_domain: TrustDomain,
-    /// Endpoints of `upstream` from the services file.
-    pub(crate) static_endpoints: Vec<SocketAddr>,
+    /// Where endpoints come from: the services file's static ones and the catalog.
+    pub(crate) discovery: Arc<super::discovery::Discovery>,
+    /// The calling service's locality, which ranks endpoints.
+    pub(crate) locality: Locality,
     pub(crate) state: Mutex<Upstream>,
     pub(crate) rng: Mutex<SplitMix64>,
     /// One pool per backend service, each pinning that service's identity.
@@ -221,17 +224,17 @@ impl Outbound {
             s.handle_config(&routes, &policies);
             let backends: Vec<String> = s.backends().map(str::to_owned).collect();
             for b in backends {
-                let mut eps: Vec<EndpointId> = super::catalog_endpoints(snap, &b)
-                    .into_iter()
-                    .map(|a| EndpointId::new(&a.to_string()))
-                    .collect();
-                if b == self.upstream.as_str() {
-                    eps.extend(
-                        self.static_endpoints
-                            .iter()
-                            .map(|a| EndpointId::new(&a.to_string())),
-                    );
-                }
+                let eps: Vec<EndpointId> = match ServiceName::new(b.clone()) {
+                    // The nearest tier only: same zone, else same region, else any.
+                    Ok(name) => self
+                        .discovery
+                        .endpoints(&name, &self.locality)
+                        .best_tier()
+                        .iter()
+                        .map(|e| EndpointId::new(&e.address.to_string()))
+                        .collect(),
+                    Err(_) => Vec::new(),
+                };
                 s.handle_endpoints(&b, eps);
             }
         });

@@ -60,7 +60,8 @@ impl RateLimits {
             }
             if let Ok(p) = serde_json::from_str::<TrafficPolicySpec>(&r.spec_json)
                 && let Some(limit) = p.rate_limit
-                && let Some((name, _)) = self.by_service.get_key_value(p.target_ref.name.as_str())
+                && let Ok(target) = ServiceName::new(p.target_ref.name.clone())
+                && let Some((name, _)) = self.by_service.get_key_value(&target)
             {
                 specs.insert(name.as_str(), limit);
             }

@@ -1,11 +1,12 @@
 //! Config for the sidecar: a long-poll of the control plane's `/v1/watch`, the
-//! `AuthorizationPolicy` and `HTTPRoute` resources it keeps, one compiled
-//! [`Authorizer`] per local service swapped in on change, and the last good snapshot on disk.
+//! `AuthorizationPolicy`, `HTTPRoute` and `WorkloadEndpoint` resources it keeps, one compiled
+//! [`Authorizer`] per local service swapped in on change, the catalog fed to
+//! [`Discovery`], and the last good snapshot on disk.
 //!
 //! ```text
-//!  <data-dir>/config.json ─► Snapshot ─► Policies::install ─► RwLock<Arc<Authz>> per service
-//!                               ▲                                   │ read per request
-//!  watch(from, 30 s) ─► snapshot | changes ─┘ ─► config.json        ▼ inbound
+//!  <data-dir>/config.json ─► Snapshot ─┬─► Policies::install ─► RwLock<Arc<Authz>> per service
+//!                               ▲       ├─► Discovery::install ─► endpoints of every upstream
+//!  watch(from, 30 s) ─► snapshot | changes ─┘ ─► config.json, applied version ─► report
 //! ```
 //!
 //! With no control node reachable the agent keeps the last snapshot it had (from memory, or
@@ -25,6 +26,7 @@ use mesh_proto::resource::{AuthorizationPolicySpec, Kind, ResourceKey, StoredRes
 use mesh_proto::{ServiceName, SpiffeId};
 use serde::{Deserialize, Serialize};
 
+use super::discovery::Discovery;
 use crate::client::ApiClient;
 use crate::paths::write_atomic;
 
@@ -63,7 +65,7 @@ pub(crate) struct Policies {
 fn kept(kind: Kind) -> bool {
     matches!(
         kind,
-        Kind::AuthorizationPolicy | Kind::HTTPRoute | Kind::TrafficPolicy
+        Kind::AuthorizationPolicy | Kind::HTTPRoute | Kind::TrafficPolicy | Kind::WorkloadEndpoint
     )
 }
 
@@ -219,11 +221,28 @@ pub(crate) fn cache_path(data: &Path) -> PathBuf {
     data.join("config.json")
 }
 
+/// Where a new snapshot is installed.
+pub(crate) struct Sinks {
+    pub(crate) policies: Arc<Policies>,
+    pub(crate) discovery: Arc<Discovery>,
+    /// The store version of the last installed snapshot, for the status report.
+    pub(crate) applied: tokio::sync::watch::Sender<u64>,
+}
+
+impl Sinks {
+    /// Discovery first: installing the policies publishes the snapshot to the outbound side,
+    /// which then reads endpoints from discovery.
+    fn install(&self, snap: &Snapshot) {
+        self.discovery.install(snap);
+        self.policies.install(snap);
+    }
+}
+
 /// Long-poll the control plane forever, installing and caching every new version.
 pub(crate) async fn watch_forever(
     client: Arc<ApiClient>,
     cache: PathBuf,
-    policies: Arc<Policies>,
+    sinks: Sinks,
     mut snap: Snapshot,
 ) {
     let mut delay = Duration::from_millis(200);
@@ -248,7 +267,7 @@ pub(crate) async fn watch_forever(
                 let before = snap.resources.clone();
                 snap.apply(resp);
                 if snap.resources != before {
-                    policies.install(&snap);
+                    sinks.install(&snap);
                     tracing::info!(
                         version = snap.version,
                         resources = snap.resources.len(),
@@ -256,6 +275,11 @@ pub(crate) async fn watch_forever(
                     );
                 }
                 snap.save(&cache);
+                sinks.applied.send_if_modified(|v| {
+                    let changed = *v != snap.version;
+                    *v = snap.version;
+                    changed
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?delay, "config watch failed; serving with the last good config");

@@ -123,10 +123,13 @@ pub(super) async fn watch(
                 }));
             }
             CatchUp::UpToDate => {
-                if tokio::time::timeout_at(deadline, rx.changed())
-                    .await
-                    .is_err()
-                {
+                // Wake on a new config version only: entries that leave the store alone (agent
+                // status reports, credentials) must not make every watcher re-read.
+                let woke =
+                    tokio::time::timeout_at(deadline, rx.wait_for(|a| a.config_version != version))
+                        .await
+                        .is_ok_and(|r| r.is_ok());
+                if !woke {
                     return Ok(Json(WatchResponse {
                         version,
                         snapshot: None,

@@ -55,11 +55,17 @@ enum Cmd {
     },
     /// List resources of a kind, or show one.
     Get {
-        /// HTTPRoute, TrafficPolicy, AuthorizationPolicy, FailoverPolicy, ServiceExport (plurals and short names work).
+        /// HTTPRoute, TrafficPolicy, AuthorizationPolicy, FailoverPolicy, ServiceExport, WorkloadEndpoint (plurals and short names work: endpoints, we).
         kind: String,
         name: Option<String>,
         #[arg(short, long)]
         namespace: Option<String>,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Per agent: the config version it applied (SYNCED or STALE against the store), the age of
+    /// its last report, and its earliest SVID expiry.
+    ProxyStatus {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
@@ -160,6 +166,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             )
             .await?
         }
+        Cmd::ProxyStatus { output } => ctl::proxy_status(&conn()?, output).await?,
         Cmd::Delete {
             kind,
             name,

@@ -407,7 +407,11 @@ impl<'de> SeqAccess<'de> for Seq<'_, '_> {
         };
         let path = field_index(&self.de.path, self.next);
         self.next += 1;
-        seed.deserialize(self.de.child(Some(item), path)).map(Some)
+        // An error the item's own `Deserialize` raised (e.g. an id newtype refusing its value)
+        // is about the item, not the list: place it there.
+        seed.deserialize(self.de.child(Some(item), path.clone()))
+            .map(Some)
+            .map_err(|e| e.locate(&path, false))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -441,7 +445,10 @@ impl<'de> MapAccess<'de> for Map<'_, '_> {
             return Err(de::Error::custom("value requested before key"));
         };
         self.next += 1;
-        seed.deserialize(self.de.child(value, field_key(&self.de.path, key)))
+        let path = field_key(&self.de.path, key);
+        // As for list items: place an error the value's own `Deserialize` raised at its field.
+        seed.deserialize(self.de.child(value, path.clone()))
+            .map_err(|e| e.locate(&path, value.is_none()))
     }
 
     fn size_hint(&self) -> Option<usize> {
