@@ -34,6 +34,8 @@ pub struct Workload {
     /// `meshd demo-app --fail-percent`.
     pub fail_percent: u8,
     pub upstreams: Vec<UpstreamSpec>,
+    /// Port of a `Host`-routing HTTP proxy listener on the host's address.
+    pub http_proxy_port: Option<u16>,
 }
 
 /// One upstream listener of a workload.
@@ -83,6 +85,7 @@ impl Workload {
             host,
             fail_percent: 0,
             upstreams: Vec::new(),
+            http_proxy_port: None,
         }
     }
 }
@@ -271,6 +274,12 @@ fn services_yaml(w: &Workload, ip: [u8; 4], app: SocketAddr) -> String {
         app.port(),
         SocketAddr::from((ip, 15006)),
     );
+    if let Some(port) = w.http_proxy_port {
+        y.push_str(&format!(
+            "    httpProxy: {}\n",
+            SocketAddr::from((ip, port))
+        ));
+    }
     if !w.upstreams.is_empty() {
         y.push_str("    upstreams:\n");
     }

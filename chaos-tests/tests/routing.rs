@@ -3,8 +3,10 @@
 //! the caller learns only from the control plane's catalog, each reached with its own pinned
 //! identity.
 //!
-//! Property: over 2000 requests the split holds within ±3 points, every request succeeds,
-//! and a path the route does not match is answered 404 `NR` by the caller's sidecar.
+//! Properties: over 2000 requests the split holds within ±3 points, every request succeeds,
+//! and a request the route does not match is answered 404 `NR` by the caller's sidecar. The
+//! `Host`-routing HTTP proxy listener reaches any mesh service by name (`HTTP_PROXY` use),
+//! with the same identity pinning, and refuses authorities that name no service.
 //!
 //! Reproduce: `cargo build -p mesh-node --bins && cargo test -p mesh-chaos-tests --test
 //! routing -- --nocapture`.
@@ -90,4 +92,67 @@ async fn a_90_10_canary_split_holds_within_3_points_over_2000_requests() {
     let head = String::from_utf8_lossy(&out).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 404"), "{head}");
     assert!(head.contains("x-meshfed-response-flags: nr"), "{head}");
+}
+
+/// Send a raw request and read the answer's head and body.
+async fn raw(to: std::net::SocketAddr, request: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(to).await?;
+    s.write_all(request.as_bytes()).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out)).await??;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_proxy_listener_routes_by_host_to_any_mesh_service() {
+    let test = "the_http_proxy_listener_routes_by_host_to_any_mesh_service";
+    let mut web = Workload::new("web", 10);
+    web.http_proxy_port = Some(15001);
+    let workloads = [web, Workload::new("api", 11), Workload::new("billing", 12)];
+    let mesh = Sidecars::start(test, FILE, 49, 1, DAY, &workloads)
+        .await
+        .expect("start mesh");
+    mesh.allow("web", "api").await.expect("allow api");
+    mesh.allow("web", "billing").await.expect("allow billing");
+    let proxy = mesh.upstream(0, 15001);
+    for (target, app) in [("api", "api@11"), ("billing.default.svc", "billing@12")] {
+        let req = format!(
+            "GET http://{target}/via-proxy HTTP/1.1\r\nhost: {target}\r\nconnection: close\r\n\r\n"
+        );
+        let mut answer = String::new();
+        for _ in 0..100 {
+            answer = raw(proxy, &req).await.expect("proxy request");
+            if answer.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(answer.starts_with("HTTP/1.1 200"), "{target}: {answer}");
+        assert!(answer.contains(&format!("\"app\":\"{app}\"")), "{answer}");
+        assert!(
+            answer.contains(&mesh.id("web")),
+            "the app saw web's identity: {answer}"
+        );
+    }
+    let none = raw(
+        proxy,
+        "GET / HTTP/1.1\r\nhost: 10.1.2.3\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .expect("request");
+    assert!(none.starts_with("HTTP/1.1 400"), "{none}");
+    let unknown = raw(
+        proxy,
+        "GET / HTTP/1.1\r\nhost: nosuch\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .expect("request");
+    assert!(unknown.starts_with("HTTP/1.1 503"), "{unknown}");
+    assert!(
+        unknown
+            .to_ascii_lowercase()
+            .contains("x-meshfed-response-flags: uh"),
+        "{unknown}"
+    );
 }

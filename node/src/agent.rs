@@ -25,6 +25,7 @@ mod catalog;
 mod config;
 mod discovery;
 mod health;
+mod http_proxy;
 mod identity;
 mod inbound;
 mod metrics;
@@ -255,6 +256,8 @@ struct Listeners {
     inbound: Vec<TcpListener>,
     /// Per service, per upstream, flattened.
     outbound: Vec<TcpListener>,
+    /// The `Host`-routing proxy listener of each service that has one.
+    http_proxy: HashMap<ServiceName, Option<TcpListener>>,
 }
 
 impl Listeners {
@@ -262,10 +265,16 @@ impl Listeners {
         let mut out = Self {
             inbound: Vec::new(),
             outbound: Vec::new(),
+            http_proxy: HashMap::new(),
         };
         for s in &services.services {
             let what = format!("the inbound of {}", s.name);
             out.inbound.push(bind(s.inbound, what).await?);
+            if let Some(addr) = s.http_proxy {
+                let what = format!("the HTTP proxy of {}", s.name);
+                out.http_proxy
+                    .insert(s.name.clone(), Some(bind(addr, what).await?));
+            }
             for u in &s.upstreams {
                 let what = format!("upstream {} of {}", u.service, s.name);
                 out.outbound.push(bind(u.listen, what).await?);
@@ -293,7 +302,8 @@ impl Wiring<'_> {
         listeners: Listeners,
         tasks: &mut JoinSet<()>,
     ) -> Result<(), AgentError> {
-        let mut outbound_listeners = listeners.outbound.into_iter();
+        let mut listeners = listeners;
+        let mut outbound_listeners = std::mem::take(&mut listeners.outbound).into_iter();
         // `ids.svids` is in the order of `services.services` (Identities::start keeps it).
         let per_service = services
             .services
@@ -302,6 +312,9 @@ impl Wiring<'_> {
             .zip(&self.ids.svids);
         for ((s, listener), svid) in per_service {
             tasks.spawn(inbound::serve(listener, self.inbound(s, svid)?));
+            if let Some(listener) = listeners.http_proxy.get_mut(&s.name).and_then(Option::take) {
+                tasks.spawn(http_proxy::serve(listener, self.http_proxy(s, svid)));
+            }
             for u in &s.upstreams {
                 let Some(listener) = outbound_listeners.next() else {
                     break;
@@ -364,21 +377,74 @@ impl Wiring<'_> {
         svid: &identity::WorkloadSvid,
         u: &UpstreamConfig,
     ) -> Result<Arc<outbound::Outbound>, AgentError> {
+        self.outbound_parts(s, svid).make(&u.service)
+    }
+
+    fn outbound_parts(&self, s: &ServiceConfig, svid: &identity::WorkloadSvid) -> OutboundParts {
+        OutboundParts {
+            service: s.name.clone(),
+            locality: s.locality.clone(),
+            trust_domain: self.ids.trust_domain.clone(),
+            discovery: self.discovery.clone(),
+            bundles: self.ids.bundles.clone(),
+            svid: svid.slot.clone(),
+            metrics: self.metrics.clone(),
+            limits: self.limits,
+        }
+    }
+
+    /// The `Host`-routing proxy of `s`: upstreams made on first use, following config.
+    fn http_proxy(
+        &self,
+        s: &ServiceConfig,
+        svid: &identity::WorkloadSvid,
+    ) -> Arc<http_proxy::HttpProxy> {
+        let parts = self.outbound_parts(s, svid);
+        let policies = self.policies.clone();
+        let make: http_proxy::MakeOutbound = Box::new(move |name| {
+            let ob = parts.make(name).map_err(|e| e.to_string())?;
+            tokio::spawn(outbound::follow_config(ob.clone(), policies.subscribe()));
+            Ok(ob)
+        });
+        Arc::new(http_proxy::HttpProxy {
+            service: s.name.clone(),
+            make,
+            upstreams: Mutex::new(HashMap::new()),
+            limits: self.limits,
+        })
+    }
+}
+
+/// What every outbound of one local service is built from (owned, so upstreams can be made
+/// later, on the first request that names them).
+struct OutboundParts {
+    service: ServiceName,
+    locality: mesh_proto::Locality,
+    trust_domain: mesh_proto::TrustDomain,
+    discovery: Arc<discovery::Discovery>,
+    bundles: Arc<mesh_core::identity::TrustBundles>,
+    svid: Arc<mesh_core::identity::SvidSlot>,
+    metrics: Arc<metrics::Metrics>,
+    limits: Limits,
+}
+
+impl OutboundParts {
+    fn make(&self, upstream: &ServiceName) -> Result<Arc<outbound::Outbound>, AgentError> {
         let system_rng = SystemRandom::new();
         let mut seed = [0u8; 8];
         system_rng.fill(&mut seed).map_err(|_| AgentError::Rng)?;
         Ok(Arc::new(outbound::Outbound {
-            service: s.name.clone(),
-            upstream: u.service.clone(),
-            trust_domain: self.ids.trust_domain.clone(),
+            service: self.service.clone(),
+            upstream: upstream.clone(),
+            trust_domain: self.trust_domain.clone(),
             discovery: self.discovery.clone(),
-            locality: s.locality.clone(),
-            state: Mutex::new(Upstream::new(u.service.as_str())),
+            locality: self.locality.clone(),
+            state: Mutex::new(Upstream::new(upstream.as_str())),
             rng: Mutex::new(SplitMix64::new(u64::from_le_bytes(seed))),
             pools: Mutex::new(HashMap::new()),
             tcp_configs: Mutex::new(HashMap::new()),
-            bundles: self.ids.bundles.clone(),
-            svid: svid.slot.clone(),
+            bundles: self.bundles.clone(),
+            svid: self.svid.clone(),
             metrics: self.metrics.clone(),
             limits: self.limits,
             system_rng,

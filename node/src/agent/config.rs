@@ -14,6 +14,7 @@
 //!     inbound: 127.0.3.2:15006  # this service's mTLS listener
 //!     locality: {region: r1, zone: a}
 //!     health: {http: /healthz, interval: 2s, timeout: 1s}  # optional; default: TCP connect
+//!     httpProxy: 127.0.0.1:15001  # optional; routes by Host (`http://web/...`) for HTTP_PROXY
 //!     upstreams:
 //!       - service: web
 //!         listen: 127.0.0.1:9001
@@ -59,6 +60,9 @@ pub struct ServiceConfig {
     /// How the app is checked before the endpoint is registered healthy.
     pub health: HealthCheck,
     pub upstreams: Vec<UpstreamConfig>,
+    /// A loopback HTTP proxy listener that routes by `Host` to any mesh service (for apps
+    /// configured with `HTTP_PROXY`).
+    pub http_proxy: Option<SocketAddr>,
 }
 
 /// One service this service calls, through a plain-HTTP listener on loopback.
@@ -117,6 +121,8 @@ struct RawService {
     health: Option<health::RawHealth>,
     #[serde(default)]
     upstreams: Vec<RawUpstream>,
+    #[serde(default, rename = "httpProxy")]
+    http_proxy: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,12 +204,14 @@ impl TryFrom<RawFile> for ServicesConfig {
                 if !names.insert(svc.name.clone()) {
                     problems.push(format!("{at}.name: service {:?} is listed twice", svc.name));
                 }
-                let listeners = std::iter::once((format!("{at}.inbound"), svc.inbound)).chain(
-                    svc.upstreams
-                        .iter()
-                        .enumerate()
-                        .map(|(j, u)| (format!("{at}.upstreams[{j}].listen"), u.listen)),
-                );
+                let listeners = std::iter::once((format!("{at}.inbound"), svc.inbound))
+                    .chain(
+                        svc.upstreams
+                            .iter()
+                            .enumerate()
+                            .map(|(j, u)| (format!("{at}.upstreams[{j}].listen"), u.listen)),
+                    )
+                    .chain(svc.http_proxy.map(|a| (format!("{at}.httpProxy"), a)));
                 for (field, addr) in listeners {
                     if !addrs.insert(addr) {
                         problems.push(format!("{field}: address {addr} is used twice"));
@@ -252,6 +260,17 @@ fn service(at: &str, s: RawService, problems: &mut Vec<String>) -> Option<Servic
         problems.push(format!("{at}.locality.{field}: {why}"));
     }
     let health = health::health(at, s.health, problems);
+    let http_proxy = s.http_proxy.as_deref().and_then(|raw| {
+        let field = format!("{at}.httpProxy");
+        let addr = socket_addr(&field, raw, problems)?;
+        if !addr.ip().is_loopback() {
+            problems.push(format!(
+                "{field}: {addr} is not a loopback address; the HTTP proxy listener speaks \
+                 plain HTTP, so it must only be reachable from this host (use 127.0.0.1:<port>)"
+            ));
+        }
+        Some(addr)
+    });
     if problems.len() > before {
         return None;
     }
@@ -262,6 +281,7 @@ fn service(at: &str, s: RawService, problems: &mut Vec<String>) -> Option<Servic
         locality,
         health: health?,
         upstreams,
+        http_proxy,
     })
 }
 

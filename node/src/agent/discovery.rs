@@ -216,6 +216,7 @@ mod tests {
                     listen: "127.0.0.1:9001".parse().unwrap(),
                     endpoints: vec!["127.0.0.9:15006".parse().unwrap()],
                 }],
+                http_proxy: None,
             }],
         };
         let d = Discovery::new(&services);

@@ -357,7 +357,7 @@ impl Outcome {
     }
 }
 
-async fn handle(outbound: &Outbound, req: Request<Incoming>) -> Response<ProxyBody> {
+pub(crate) async fn handle(outbound: &Outbound, req: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
     let method = req.method().as_str().to_owned();
     let path = req
