@@ -302,6 +302,9 @@ async fn request_flows_app_to_sidecar_to_sidecar_to_app_with_peer_identity() {
         "direction=\"inbound\"",
         "src_workload=\"web\"",
         "dst_workload=\"api\"",
+        "src_cluster=\"c21.mesh\"",
+        "dst_cluster=\"c21.mesh\"",
+        "tls=\"true\"",
     ];
     let requests = sample(&metrics.body, "request_total", &inbound);
     assert!(
@@ -346,6 +349,25 @@ async fn no_allow_rule_is_403_and_plaintext_and_foreign_ca_are_refused() {
         "{a:?}"
     );
     assert!(a.body.contains("no ALLOW rule"), "{a:?}");
+    // The deny is counted and logged by the api sidecar, where it was decided.
+    let m = get(mesh.api_admin, "/metrics")
+        .await
+        .expect("scrape api sidecar");
+    let denied = [
+        "direction=\"inbound\"",
+        "src_workload=\"web\"",
+        "status_code=\"403\"",
+    ];
+    assert!(
+        sample(&m.body, "response_total", &denied).is_some_and(|n| n >= 1.0),
+        "{}",
+        m.body
+    );
+    mesh.cl
+        .env
+        .proc(mesh.api_agent)
+        .wait_for_log("inbound \"GET /hello\" 403 RBAC", DEADLINE)
+        .expect("the access log records the deny with the RBAC flag");
 
     // Plaintext HTTP straight to the inbound port gets no HTTP answer at all.
     let plain = get(mesh.api_inbound, "/hello").await;

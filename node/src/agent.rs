@@ -352,6 +352,7 @@ impl Wiring<'_> {
         .map_err(tls_err)?;
         Ok(Arc::new(inbound::Inbound {
             service: s.name.clone(),
+            trust_domain: self.ids.trust_domain.clone(),
             app: s.app,
             tls: Arc::new(tls),
             policies: self.policies.clone(),

@@ -29,13 +29,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mesh_core::authz::Verdict;
 use mesh_core::http::{PathOptions, request_facts};
 use mesh_core::identity;
-use mesh_proto::{Role, ServiceName, SpiffeId};
+use mesh_proto::{ServiceName, SpiffeId, TrustDomain};
 use ring::rand::SystemRandom;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::Limits;
-use super::metrics::{Direction, Hop, Metrics};
+use super::metrics::{Hop, Metrics};
 use super::pool::{ALPN_H2, Pool, SendError};
 use super::proxy::{
     AccessLog, PEER_IDENTITY, ProxyBody, local_reply, stamp_trace_headers, strip_hop_by_hop,
@@ -45,6 +45,7 @@ use super::watch::Policies;
 /// What the inbound listener of one service needs.
 pub(crate) struct Inbound {
     pub(crate) service: ServiceName,
+    pub(crate) trust_domain: TrustDomain,
     pub(crate) app: SocketAddr,
     pub(crate) tls: Arc<rustls::ServerConfig>,
     pub(crate) policies: Arc<Policies>,
@@ -137,23 +138,9 @@ pub(crate) async fn serve(listener: TcpListener, inbound: Arc<Inbound>) {
     }
 }
 
-/// The workload name of a peer, for metric labels.
-pub(crate) fn workload_of(peer: &SpiffeId) -> String {
-    match peer.role() {
-        Role::Workload {
-            service_account, ..
-        } => service_account,
-        _ => peer.path().to_owned(),
-    }
-}
-
 async fn handle(inbound: &Inbound, peer: &SpiffeId, req: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
-    let hop = Hop {
-        direction: Direction::Inbound,
-        src_workload: workload_of(peer),
-        dst_workload: inbound.service.to_string(),
-    };
+    let hop = Hop::inbound(peer, &inbound.service, &inbound.trust_domain);
     inbound.metrics.request(&hop);
     let method = req.method().as_str().to_owned();
     let raw_path = req

@@ -1,7 +1,7 @@
 //! The agent's Prometheus metrics and its admin listener (DESIGN §9).
 //!
 //! Families follow Linkerd's names: `request_total`, `response_total` and the
-//! `response_latency_ms` histogram, labelled by `direction`, `src_workload`, `dst_workload`,
+//! `response_latency_ms` histogram, labelled by `direction`, `src_workload`, `dst_workload`, `src_cluster`, `dst_cluster` (trust domains),
 //! `status_code`, `classification` and `tls`; the `tcp_*` families for opaque TCP; plus
 //! `identity_cert_expiration_timestamp_seconds` per workload. The admin listener serves `GET /metrics` and `GET /ready` over plain HTTP on a
 //! loopback address only. This module records what the proxies report; it decides nothing about
@@ -18,7 +18,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use mesh_proto::ServiceName;
+use mesh_proto::{Role, ServiceName, SpiffeId, TrustDomain};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -54,6 +54,8 @@ struct RequestLabels {
     direction: &'static str,
     src_workload: String,
     dst_workload: String,
+    src_cluster: String,
+    dst_cluster: String,
     tls: &'static str,
 }
 
@@ -62,6 +64,8 @@ struct ResponseLabels {
     direction: &'static str,
     src_workload: String,
     dst_workload: String,
+    src_cluster: String,
+    dst_cluster: String,
     status_code: u16,
     classification: &'static str,
     tls: &'static str,
@@ -72,6 +76,8 @@ struct TcpLabels {
     direction: &'static str,
     src_workload: String,
     dst_workload: String,
+    src_cluster: String,
+    dst_cluster: String,
     tls: &'static str,
 }
 
@@ -108,6 +114,39 @@ pub(crate) struct Hop {
     pub(crate) direction: Direction,
     pub(crate) src_workload: String,
     pub(crate) dst_workload: String,
+    /// Clusters are labelled by trust domain, one per cluster (e.g. `east.mesh`).
+    pub(crate) src_cluster: String,
+    pub(crate) dst_cluster: String,
+}
+
+impl Hop {
+    /// A request or connection from verified `peer` to local `service` of `cluster`.
+    pub(crate) fn inbound(peer: &SpiffeId, service: &ServiceName, cluster: &TrustDomain) -> Self {
+        let src_workload = match peer.role() {
+            Role::Workload {
+                service_account, ..
+            } => service_account,
+            _ => peer.path().to_owned(),
+        };
+        Self {
+            direction: Direction::Inbound,
+            src_workload,
+            dst_workload: service.to_string(),
+            src_cluster: peer.trust_domain().to_string(),
+            dst_cluster: cluster.to_string(),
+        }
+    }
+
+    /// A request or connection from local `service` to `backend`, both in `cluster`.
+    pub(crate) fn outbound(service: &ServiceName, backend: &str, cluster: &TrustDomain) -> Self {
+        Self {
+            direction: Direction::Outbound,
+            src_workload: service.to_string(),
+            dst_workload: backend.to_owned(),
+            src_cluster: cluster.to_string(),
+            dst_cluster: cluster.to_string(),
+        }
+    }
 }
 
 fn tcp_labels(hop: &Hop) -> TcpLabels {
@@ -115,6 +154,8 @@ fn tcp_labels(hop: &Hop) -> TcpLabels {
         direction: hop.direction.as_str(),
         src_workload: hop.src_workload.clone(),
         dst_workload: hop.dst_workload.clone(),
+        src_cluster: hop.src_cluster.clone(),
+        dst_cluster: hop.dst_cluster.clone(),
         tls: "true",
     }
 }
@@ -177,6 +218,8 @@ impl Metrics {
                 direction: hop.direction.as_str(),
                 src_workload: hop.src_workload.clone(),
                 dst_workload: hop.dst_workload.clone(),
+                src_cluster: hop.src_cluster.clone(),
+                dst_cluster: hop.dst_cluster.clone(),
                 tls: "true",
             })
             .inc();
@@ -189,6 +232,8 @@ impl Metrics {
             direction: hop.direction.as_str(),
             src_workload: hop.src_workload.clone(),
             dst_workload: hop.dst_workload.clone(),
+            src_cluster: hop.src_cluster.clone(),
+            dst_cluster: hop.dst_cluster.clone(),
             status_code: status.as_u16(),
             classification: if status.is_server_error() {
                 "failure"
@@ -326,6 +371,8 @@ mod tests {
             direction: Direction::Inbound,
             src_workload: "web".into(),
             dst_workload: "api".into(),
+            src_cluster: "east.mesh".into(),
+            dst_cluster: "east.mesh".into(),
         };
         m.request(&hop);
         m.response(&hop, StatusCode::OK, Duration::from_millis(3));

@@ -51,7 +51,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::Limits;
-use super::metrics::{Direction, Hop, Metrics};
+use super::metrics::{Hop, Metrics};
 use super::pool::{ALPN_H1, ALPN_H2, Connector, Pool, PoolLimits, SendError};
 use super::proxy::{
     AccessLog, PEER_IDENTITY, ProxyBody, local_reply, stamp_trace_headers, strip_hop_by_hop,
@@ -370,11 +370,7 @@ pub(crate) async fn handle(outbound: &Outbound, req: Request<Incoming>) -> Respo
         .backend
         .clone()
         .unwrap_or_else(|| outbound.upstream.to_string());
-    let hop = Hop {
-        direction: Direction::Outbound,
-        src_workload: outbound.service.to_string(),
-        dst_workload: backend.clone(),
-    };
+    let hop = Hop::outbound(&outbound.service, &backend, &outbound.trust_domain);
     outbound.metrics.request(&hop);
     outbound.metrics.response(&hop, status, started.elapsed());
     let peer = format!(

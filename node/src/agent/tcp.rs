@@ -24,8 +24,8 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::inbound::{Inbound, workload_of};
-use super::metrics::{Direction, Hop};
+use super::inbound::Inbound;
+use super::metrics::Hop;
 use super::outbound::Outbound;
 
 /// ALPN of an opaque TCP connection between sidecars.
@@ -45,11 +45,7 @@ pub(crate) async fn outbound(outbound: &Outbound, app: TcpStream, remote: Socket
         }
     };
     let connected = connect(outbound, &mut req).await;
-    let hop = Hop {
-        direction: Direction::Outbound,
-        src_workload: outbound.service.to_string(),
-        dst_workload: req.backend.clone(),
-    };
+    let hop = Hop::outbound(&outbound.service, &req.backend, &outbound.trust_domain);
     outbound.with_state(|s| s.finish(&mut req));
     let Some(tls) = connected else {
         return;
@@ -115,11 +111,7 @@ pub(crate) async fn inbound<S>(inbound: &Inbound, peer: &SpiffeId, tls: S)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let hop = Hop {
-        direction: Direction::Inbound,
-        src_workload: workload_of(peer),
-        dst_workload: inbound.service.to_string(),
-    };
+    let hop = Hop::inbound(peer, &inbound.service, &inbound.trust_domain);
     let verdict = match inbound.policies.authz(&inbound.service) {
         Some(a) => a.decide_connection(peer),
         None => Verdict::Deny {
