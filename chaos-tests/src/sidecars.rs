@@ -36,6 +36,8 @@ pub struct Workload {
     pub upstreams: Vec<UpstreamSpec>,
     /// Port of a `Host`-routing HTTP proxy listener on the host's address.
     pub http_proxy_port: Option<u16>,
+    /// Run the demo app as a TCP echo (`meshd demo-app --tcp`).
+    pub tcp_app: bool,
 }
 
 /// One upstream listener of a workload.
@@ -45,6 +47,8 @@ pub struct UpstreamSpec {
     pub port: u16,
     /// Static endpoints: inbound listeners of the upstream's sidecars.
     pub endpoints: Vec<SocketAddr>,
+    /// `protocol:` of the upstream (`auto` when `None`).
+    pub protocol: Option<&'static str>,
 }
 
 /// A started workload.
@@ -86,6 +90,7 @@ impl Workload {
             fail_percent: 0,
             upstreams: Vec::new(),
             http_proxy_port: None,
+            tcp_app: false,
         }
     }
 }
@@ -137,15 +142,17 @@ impl Sidecars {
             let services_file = cl.env.root().join(format!("{node}.services.yaml"));
             std::fs::write(&services_file, services_yaml(w, ip, app))?;
             let app_proc = cl.env.spawn(
-                ProcSpec::new(format!("app-{}-{}", w.service, w.host), &meshd).args([
-                    "demo-app".to_string(),
-                    "--listen".into(),
-                    app.to_string(),
-                    "--name".into(),
-                    format!("{}@{}", w.service, w.host),
-                    "--fail-percent".into(),
-                    w.fail_percent.to_string(),
-                ]),
+                ProcSpec::new(format!("app-{}-{}", w.service, w.host), &meshd)
+                    .args([
+                        "demo-app".to_string(),
+                        "--listen".into(),
+                        app.to_string(),
+                        "--name".into(),
+                        format!("{}@{}", w.service, w.host),
+                        "--fail-percent".into(),
+                        w.fail_percent.to_string(),
+                    ])
+                    .args(w.tcp_app.then_some("--tcp")),
             )?;
             let admin = SocketAddr::from((ip, 15000));
             let agent = cl.env.spawn(
@@ -291,6 +298,9 @@ fn services_yaml(w: &Workload, ip: [u8; 4], app: SocketAddr) -> String {
             SocketAddr::from((ip, u.port)),
             eps.join(", ")
         ));
+        if let Some(p) = u.protocol {
+            y.push_str(&format!("        protocol: {p}\n"));
+        }
     }
     y
 }

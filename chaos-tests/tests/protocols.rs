@@ -31,6 +31,7 @@ fn web_and_api(cluster: u8) -> Vec<Workload> {
         service: "api".into(),
         port: 9001,
         endpoints: vec![inbound_of(cluster, 11)],
+        protocol: None,
     });
     vec![web, Workload::new("api", 11)]
 }
@@ -127,4 +128,52 @@ async fn opaque_tcp_is_carried_over_mtls_and_authorized_per_connection() {
     })
     .await
     .expect("tcp metrics");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_first_tcp_upstream_declared_tcp_greets_without_waiting() {
+    let test = "a_server_first_tcp_upstream_declared_tcp_greets_without_waiting";
+    let mut web = Workload::new("web", 10);
+    web.upstreams.push(UpstreamSpec {
+        service: "echo".into(),
+        port: 9002,
+        endpoints: vec![inbound_of(50, 11)],
+        protocol: Some("tcp"),
+    });
+    let mut echo = Workload::new("echo", 11);
+    echo.tcp_app = true;
+    let mesh = Sidecars::start(test, FILE, 50, 1, DAY, &[web, echo])
+        .await
+        .expect("start mesh");
+    mesh.allow("web", "echo").await.expect("allow");
+    let via = mesh.upstream(0, 9002);
+    // The app speaks first; a declared `tcp` upstream is connected at once, with no detection
+    // wait, so the greeting arrives well inside the 1 s detection timeout.
+    let deadline = std::time::Instant::now() + mesh_chaos_tests::sidecars::DEADLINE;
+    let (greeting, took) = loop {
+        let started = std::time::Instant::now();
+        let mut s = TcpStream::connect(via).await.expect("connect");
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(0);
+        if n > 0 {
+            let took = started.elapsed();
+            s.write_all(b"ping\n").await.expect("write");
+            let mut echo = [0u8; 5];
+            s.read_exact(&mut echo).await.expect("echo");
+            assert_eq!(&echo, b"ping\n");
+            break (String::from_utf8_lossy(&buf[..n]).into_owned(), took);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no greeting through the mesh"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("greeting {greeting:?} after {took:?}");
+    assert_eq!(greeting, "echo@11\n");
+    assert!(took < Duration::from_millis(900), "greeting took {took:?}");
 }

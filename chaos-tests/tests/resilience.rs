@@ -32,6 +32,7 @@ fn web_and_api(cluster: u8, api_hosts: &[(u8, u8)]) -> Vec<Workload> {
             .iter()
             .map(|(h, _)| inbound_of(cluster, *h))
             .collect(),
+        protocol: None,
     });
     let mut all = vec![web];
     for &(host, fail_percent) in api_hosts {

@@ -24,6 +24,7 @@ async fn a_90_10_canary_split_holds_within_3_points_over_2000_requests() {
         service: "api".into(),
         port: 9001,
         endpoints: Vec::new(),
+        protocol: None,
     });
     let workloads = [
         web,

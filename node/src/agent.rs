@@ -347,7 +347,11 @@ impl Wiring<'_> {
         let tls = server_config_with_slot(
             svid.slot.clone(),
             Some(verifier),
-            &[pool::ALPN_H2, pool::ALPN_H1, tcp::ALPN_TCP],
+            match s.protocol {
+                config::Protocol::Auto => &[pool::ALPN_H2, pool::ALPN_H1, tcp::ALPN_TCP][..],
+                config::Protocol::Http => &[pool::ALPN_H2, pool::ALPN_H1][..],
+                config::Protocol::Tcp => &[tcp::ALPN_TCP][..],
+            },
         )
         .map_err(tls_err)?;
         Ok(Arc::new(inbound::Inbound {
@@ -378,7 +382,7 @@ impl Wiring<'_> {
         svid: &identity::WorkloadSvid,
         u: &UpstreamConfig,
     ) -> Result<Arc<outbound::Outbound>, AgentError> {
-        self.outbound_parts(s, svid).make(&u.service)
+        self.outbound_parts(s, svid).make(&u.service, u.protocol)
     }
 
     fn outbound_parts(&self, s: &ServiceConfig, svid: &identity::WorkloadSvid) -> OutboundParts {
@@ -403,7 +407,9 @@ impl Wiring<'_> {
         let parts = self.outbound_parts(s, svid);
         let policies = self.policies.clone();
         let make: http_proxy::MakeOutbound = Box::new(move |name| {
-            let ob = parts.make(name).map_err(|e| e.to_string())?;
+            let ob = parts
+                .make(name, config::Protocol::Http)
+                .map_err(|e| e.to_string())?;
             tokio::spawn(outbound::follow_config(ob.clone(), policies.subscribe()));
             Ok(ob)
         });
@@ -430,13 +436,18 @@ struct OutboundParts {
 }
 
 impl OutboundParts {
-    fn make(&self, upstream: &ServiceName) -> Result<Arc<outbound::Outbound>, AgentError> {
+    fn make(
+        &self,
+        upstream: &ServiceName,
+        protocol: config::Protocol,
+    ) -> Result<Arc<outbound::Outbound>, AgentError> {
         let system_rng = SystemRandom::new();
         let mut seed = [0u8; 8];
         system_rng.fill(&mut seed).map_err(|_| AgentError::Rng)?;
         Ok(Arc::new(outbound::Outbound {
             service: self.service.clone(),
             upstream: upstream.clone(),
+            protocol,
             trust_domain: self.trust_domain.clone(),
             discovery: self.discovery.clone(),
             locality: self.locality.clone(),

@@ -3,7 +3,8 @@
 //! answers with that status, for exercising retries and failure metrics. With `--fail-percent N`
 //! it answers N % of other requests with 503, spread evenly (request k fails when
 //! `⌊(k+1)·N/100⌋ > ⌊k·N/100⌋`), and `/stats` reports how many requests it served and failed,
-//! so a test can measure the load retries add.
+//! so a test can measure the load retries add. With `--tcp` it is an opaque TCP app instead:
+//! it greets each connection with its name and a newline, then echoes.
 //!
 //! It is plain HTTP on loopback and trusts its sidecar; it is not part of the mesh's security
 //! boundary and makes no decisions of its own.
@@ -43,8 +44,28 @@ struct App {
     failed: AtomicU64,
 }
 
-/// Serve on `listen` as app `name` until SIGTERM or Ctrl-C; `fail_percent` is at most 100.
-pub async fn run(listen: SocketAddr, name: String, fail_percent: u8) -> Result<(), DemoAppError> {
+/// How the demo app runs.
+#[derive(Debug, Clone)]
+pub struct DemoAppOptions {
+    pub listen: SocketAddr,
+    pub name: String,
+    /// At most 100.
+    pub fail_percent: u8,
+    /// Serve opaque TCP instead of HTTP: greet with `<name>\n`, then echo every byte.
+    pub tcp: bool,
+}
+
+/// Serve until SIGTERM or Ctrl-C.
+pub async fn run(opts: DemoAppOptions) -> Result<(), DemoAppError> {
+    let DemoAppOptions {
+        listen,
+        name,
+        fail_percent,
+        tcp,
+    } = opts;
+    if tcp {
+        return run_tcp(listen, name).await;
+    }
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| DemoAppError::Bind {
@@ -80,6 +101,44 @@ pub async fn run(listen: SocketAddr, name: String, fail_percent: u8) -> Result<(
                     .header_read_timeout(Duration::from_secs(30))
                     .serve_connection(TokioIo::new(tcp), svc)
                     .await;
+            });
+        }
+    };
+    tokio::select! {
+        () = serve => {}
+        () = crate::signals::shutdown() => {}
+    }
+    Ok(())
+}
+
+/// The TCP mode: a greeting line, then an echo, per connection (bounded in number).
+async fn run_tcp(listen: SocketAddr, name: String) -> Result<(), DemoAppError> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| DemoAppError::Bind {
+            addr: listen,
+            source,
+        })?;
+    tracing::info!(%listen, app = %name, "demo app (TCP echo) listening");
+    let greeting: Arc<[u8]> = Arc::from(format!("{name}\n").into_bytes());
+    let serve = async move {
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                continue;
+            };
+            let greeting = greeting.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                use tokio::io::AsyncWriteExt;
+                if tcp.write_all(&greeting).await.is_ok() {
+                    let (mut r, mut w) = tcp.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                }
             });
         }
     };

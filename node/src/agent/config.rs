@@ -15,9 +15,11 @@
 //!     locality: {region: r1, zone: a}
 //!     health: {http: /healthz, interval: 2s, timeout: 1s}  # optional; default: TCP connect
 //!     httpProxy: 127.0.0.1:15001  # optional; routes by Host (`http://web/...`) for HTTP_PROXY
+//!     protocol: auto            # optional: auto (HTTP or TCP), http or tcp
 //!     upstreams:
 //!       - service: web
 //!         listen: 127.0.0.1:9001
+//!         protocol: auto        # optional: auto detects; tcp for server-first protocols
 //!         endpoints: ["127.0.3.3:15006"]  # optional static endpoints; the catalog adds more
 //! ```
 
@@ -63,6 +65,8 @@ pub struct ServiceConfig {
     /// A loopback HTTP proxy listener that routes by `Host` to any mesh service (for apps
     /// configured with `HTTP_PROXY`).
     pub http_proxy: Option<SocketAddr>,
+    /// What the local app speaks; the inbound listener offers only matching ALPNs.
+    pub protocol: Protocol,
 }
 
 /// One service this service calls, through a plain-HTTP listener on loopback.
@@ -73,6 +77,33 @@ pub struct UpstreamConfig {
     /// Static inbound listeners of the upstream's sidecars, used besides those the catalog
     /// lists (may be empty).
     pub endpoints: Vec<SocketAddr>,
+    /// What the local app speaks to this upstream.
+    pub protocol: Protocol,
+}
+
+/// What a service or upstream speaks. `auto` detects on the first bytes (an upstream) or
+/// accepts both (a service); `tcp` skips detection, so server-first protocols do not wait for
+/// its timeout; `http` never falls back to opaque TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    #[default]
+    Auto,
+    Http,
+    Tcp,
+}
+
+fn protocol(field: &str, raw: Option<&str>, problems: &mut Vec<String>) -> Protocol {
+    match raw {
+        None | Some("auto") => Protocol::Auto,
+        Some("http") => Protocol::Http,
+        Some("tcp") => Protocol::Tcp,
+        Some(other) => {
+            problems.push(format!(
+                "{field}: unknown protocol {other:?}; use auto, http or tcp"
+            ));
+            Protocol::Auto
+        }
+    }
 }
 
 /// Why the services file cannot be used.
@@ -123,6 +154,8 @@ struct RawService {
     upstreams: Vec<RawUpstream>,
     #[serde(default, rename = "httpProxy")]
     http_proxy: Option<String>,
+    #[serde(default)]
+    protocol: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +174,8 @@ struct RawUpstream {
     listen: String,
     #[serde(default)]
     endpoints: Vec<String>,
+    #[serde(default)]
+    protocol: Option<String>,
 }
 
 /// Read and validate a services file.
@@ -260,6 +295,7 @@ fn service(at: &str, s: RawService, problems: &mut Vec<String>) -> Option<Servic
         problems.push(format!("{at}.locality.{field}: {why}"));
     }
     let health = health::health(at, s.health, problems);
+    let app_protocol = protocol(&format!("{at}.protocol"), s.protocol.as_deref(), problems);
     let http_proxy = s.http_proxy.as_deref().and_then(|raw| {
         let field = format!("{at}.httpProxy");
         let addr = socket_addr(&field, raw, problems)?;
@@ -282,6 +318,7 @@ fn service(at: &str, s: RawService, problems: &mut Vec<String>) -> Option<Servic
         health: health?,
         upstreams,
         http_proxy,
+        protocol: app_protocol,
     })
 }
 
@@ -291,6 +328,7 @@ fn upstream(at: &str, u: RawUpstream, problems: &mut Vec<String>) -> Option<Upst
         .map_err(|e| problems.push(format!("{at}.service: {e}")))
         .ok();
     let listen = socket_addr(&format!("{at}.listen"), &u.listen, problems);
+    let upstream_protocol = protocol(&format!("{at}.protocol"), u.protocol.as_deref(), problems);
     if let Some(l) = listen
         && !l.ip().is_loopback()
     {
@@ -318,6 +356,7 @@ fn upstream(at: &str, u: RawUpstream, problems: &mut Vec<String>) -> Option<Upst
         service: service?,
         listen: listen?,
         endpoints,
+        protocol: upstream_protocol,
     })
 }
 

@@ -215,8 +215,10 @@ mod tests {
                     service: ServiceName::new("api").unwrap(),
                     listen: "127.0.0.1:9001".parse().unwrap(),
                     endpoints: vec!["127.0.0.9:15006".parse().unwrap()],
+                    protocol: Default::default(),
                 }],
                 http_proxy: None,
+                protocol: Default::default(),
             }],
         };
         let d = Discovery::new(&services);

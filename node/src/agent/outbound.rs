@@ -51,6 +51,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::Limits;
+use super::config::Protocol;
 use super::metrics::{Hop, Metrics};
 use super::pool::{ALPN_H1, ALPN_H2, Connector, Pool, PoolLimits, SendError};
 use super::proxy::{
@@ -70,6 +71,8 @@ pub(crate) struct Outbound {
     /// The local service calling out.
     pub(crate) service: ServiceName,
     pub(crate) upstream: ServiceName,
+    /// `tcp` skips detection; `http` never falls back to opaque TCP.
+    pub(crate) protocol: Protocol,
     pub(crate) trust_domain: TrustDomain,
     /// Where endpoints come from: the services file's static ones and the catalog.
     pub(crate) discovery: Arc<super::discovery::Discovery>,
@@ -276,7 +279,14 @@ pub(crate) async fn serve(listener: TcpListener, outbound: Arc<Outbound>) {
         tokio::spawn(async move {
             let _permit = permit;
             let _ = tcp.set_nodelay(true);
-            let protocol = sniff(&tcp).await;
+            let protocol = match outbound.protocol {
+                Protocol::Tcp => Detected::Opaque,
+                Protocol::Auto => sniff(&tcp).await,
+                Protocol::Http => match sniff(&tcp).await {
+                    Detected::H2c => Detected::H2c,
+                    _ => Detected::Http1,
+                },
+            };
             let ob = outbound.clone();
             let svc = hyper::service::service_fn(move |req| {
                 let ob = ob.clone();
@@ -426,6 +436,18 @@ async fn route_and_send(outbound: &Outbound, mut req: Request<Incoming>, path: &
             );
         }
     };
+    // Send the canonical path the route was chosen on, so the peer's policy sees the same
+    // request (it canonicalises again, with the same function, and gets the same result).
+    let canonical = match path.split_once('?') {
+        Some((_, q)) => format!("{}?{q}", facts.path.as_str()),
+        None => facts.path.as_str().to_owned(),
+    };
+    match Uri::try_from(canonical) {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(e) => {
+            return Outcome::local(StatusCode::BAD_REQUEST, "DPE", format!("bad request: {e}"));
+        }
+    }
     let h = req.headers_mut();
     strip_hop_by_hop(h);
     h.remove(HeaderName::from_static(PEER_IDENTITY));

@@ -86,6 +86,10 @@ struct DemoAppArgs {
     /// retries and outlier detection. `/stats` reports what was served.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
     fail_percent: u8,
+    /// Serve opaque TCP instead of HTTP: greet each connection with the app name and a
+    /// newline, then echo what it sends.
+    #[arg(long)]
+    tcp: bool,
 }
 
 fn agent_options(a: AgentArgs) -> anyhow::Result<agent::AgentOptions> {
@@ -198,7 +202,15 @@ fn main() -> std::process::ExitCode {
         match cli.role {
             Role::Control(a) => control::run(control_options(a)?).await?,
             Role::Agent(a) => agent::run(agent_options(a)?).await?,
-            Role::DemoApp(a) => demo_app::run(a.listen, a.name, a.fail_percent).await?,
+            Role::DemoApp(a) => {
+                demo_app::run(demo_app::DemoAppOptions {
+                    listen: a.listen,
+                    name: a.name,
+                    fail_percent: a.fail_percent,
+                    tcp: a.tcp,
+                })
+                .await?
+            }
         }
         Ok(0)
     })
