@@ -383,9 +383,13 @@ mod tests {
         );
         m.cert_expiry(&ServiceName::new("api").unwrap(), 1_900_000_000);
         let text = m.encode();
-        assert!(text.contains(
-            "request_total{direction=\"inbound\",src_workload=\"web\",dst_workload=\"api\",tls=\"true\"} 1"
-        ), "{text}");
+        assert!(
+            text.contains(
+                "request_total{direction=\"inbound\",src_workload=\"web\",dst_workload=\"api\",\
+             src_cluster=\"east.mesh\",dst_cluster=\"east.mesh\",tls=\"true\"} 1"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("status_code=\"200\",classification=\"success\""),
             "{text}"
