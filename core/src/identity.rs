@@ -23,7 +23,7 @@ mod tls;
 mod tls_config;
 mod verify;
 
-pub use ca::{SignedSvid, fingerprint, generate_ca, sign_svid};
+pub use ca::{SignedSvid, fingerprint, fingerprint_of_pem, generate_ca, sign_svid};
 pub use csr::{CsrError, KeyAndCsr, MAX_CSR_PEM_BYTES, Requester, check_csr, generate_csr};
 pub use slot::{SvidSlot, client_config_with_slot, renewal_due_at, server_config_with_slot};
 pub use tls::{

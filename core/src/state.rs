@@ -159,6 +159,43 @@ impl MeshState {
                 certs,
                 now_unix_ms,
             } => self.report_agent_status(node, *config_version, certs, *now_unix_ms),
+            Command::PutFederationToken {
+                secret_sha256,
+                token,
+            } => {
+                self.data
+                    .federation_tokens
+                    .insert(secret_sha256.clone(), token.clone());
+                CommandResponse::FederationTokenStored
+            }
+            Command::RedeemFederationToken {
+                secret_sha256,
+                peering,
+                now_unix_ms,
+            } => {
+                let pending = self.data.federation_tokens.get(secret_sha256);
+                match crate::federation::redeem(pending, &peering.name, *now_unix_ms) {
+                    Ok(()) => {
+                        if let Some(t) = self.data.federation_tokens.get_mut(secret_sha256) {
+                            t.used_unix_ms = Some(*now_unix_ms);
+                        }
+                        self.data
+                            .peerings
+                            .insert(peering.name.clone(), peering.clone());
+                        CommandResponse::PeeringRecorded
+                    }
+                    Err(reason) => CommandResponse::RedeemRefused { reason },
+                }
+            }
+            Command::PutPeering { peering } => {
+                self.data
+                    .peerings
+                    .insert(peering.name.clone(), peering.clone());
+                CommandResponse::PeeringRecorded
+            }
+            Command::RemovePeering { name } => CommandResponse::PeeringRemoved {
+                existed: self.data.peerings.remove(name).is_some(),
+            },
         }
     }
 

@@ -31,8 +31,9 @@ use mesh_core::identity::{
 use mesh_proto::codec::{self, MAX_FRAME_BYTES};
 use mesh_proto::command::{
     AgentStatus, CaMaterial, CertExpiry, ClusterInfo, Command, CommandResponse, ControlNodeInfo,
-    Credential, CredentialKind, GossipKey, Need, ResourceWrite, StateData,
+    Credential, CredentialKind, GossipKey, Need, RedeemRefusal, ResourceWrite, StateData,
 };
+use mesh_proto::federation::{Peering, PeeringState, PendingToken};
 use mesh_proto::resource::{Kind, Resource, ResourceKey, StoredResource};
 use mesh_proto::{NodeName, ServiceName, SpiffeId, TrustDomain};
 use rustls_pki_types::CertificateDer;
@@ -351,12 +352,55 @@ fn commands() -> Vec<Command> {
                 now_unix_ms,
             }),
         },
+        Command::PutFederationToken {
+            secret_sha256: "7a".repeat(32),
+            token: pending_token(),
+        },
+        Command::RedeemFederationToken {
+            secret_sha256: "7a".repeat(32),
+            peering: peering(),
+            now_unix_ms,
+        },
+        Command::PutPeering { peering: peering() },
+        Command::RemovePeering { name: id("west") },
     ]
+}
+
+fn pending_token() -> PendingToken {
+    PendingToken {
+        peer: id("west"),
+        created_unix_ms: NOW * 1000,
+        expires_unix_ms: NOW * 1000 + 3_600_000,
+        used_unix_ms: Some(NOW * 1000 + 5),
+    }
+}
+
+fn peering() -> Peering {
+    Peering {
+        name: id("west"),
+        trust_domain: id("west.mesh"),
+        ca_pem: fake_ca().cert_pem,
+        ca_fingerprint: fake_ca().fingerprint,
+        api: vec!["127.0.2.1:7443".into()],
+        gateways: vec!["127.0.2.9:15443".into()],
+        state: PeeringState::Active,
+        since_unix_ms: NOW * 1000,
+        last_heartbeat_unix_ms: NOW * 1000,
+    }
 }
 
 fn responses() -> Vec<CommandResponse> {
     let k = key(Kind::AuthorizationPolicy, "p");
     vec![
+        CommandResponse::FederationTokenStored,
+        CommandResponse::PeeringRecorded,
+        CommandResponse::RedeemRefused {
+            reason: RedeemRefusal::WrongPeer {
+                issued_for: id("west"),
+                redeemer: id("south"),
+            },
+        },
+        CommandResponse::PeeringRemoved { existed: true },
         CommandResponse::None,
         CommandResponse::Initialized,
         CommandResponse::Applied {
@@ -443,6 +487,8 @@ fn state() -> StateData {
                 reported_unix_ms: NOW * 1000,
             },
         )]),
+        federation_tokens: BTreeMap::from([("7a".repeat(32), pending_token())]),
+        peerings: BTreeMap::from([(id("west"), peering())]),
     }
 }
 

@@ -33,6 +33,7 @@ use crate::client::ApiClient;
 use crate::control::Ctx;
 
 mod catalog;
+mod federation;
 mod handlers;
 
 /// Marks a request already forwarded by a follower, so it is never forwarded twice.
@@ -102,6 +103,11 @@ pub fn router(ctx: Ctx) -> Router {
         )
         .route("/v1/agents", get(catalog::list_agents))
         .route("/v1/agents/status", post(catalog::report_status))
+        .route("/v1/federation/tokens", post(federation::create_token))
+        .route("/v1/federation/redeem", post(federation::redeem))
+        .route("/v1/federation/join", post(federation::join))
+        .route("/v1/federation/peers", get(federation::list))
+        .route("/v1/federation/peers/{name}", delete(federation::remove))
         .layer(middleware::from_fn_with_state(ctx.clone(), leader_gate))
         .with_state(ctx)
 }

@@ -521,6 +521,40 @@ impl ApiClient {
             .await
     }
 
+    /// Print a federation token for `peer` (operator).
+    pub async fn federation_token(
+        &self,
+        req: &mesh_proto::federation::FederationTokenRequest,
+    ) -> Result<mesh_proto::federation::FederationTokenResponse, ClientError> {
+        self.call(Method::POST, "/v1/federation/tokens", Some(req))
+            .await
+    }
+
+    /// Redeem a peer's federation token and record the peering (operator).
+    pub async fn federation_join(
+        &self,
+        req: &mesh_proto::federation::FederationJoinRequest,
+    ) -> Result<mesh_proto::federation::Peering, ClientError> {
+        self.call(Method::POST, "/v1/federation/join", Some(req))
+            .await
+    }
+
+    /// This cluster's peers (operator).
+    pub async fn federation_peers(&self) -> Result<mesh_proto::federation::PeerList, ClientError> {
+        self.call(Method::GET, "/v1/federation/peers", None::<&()>)
+            .await
+    }
+
+    /// End a peering on this cluster's side (operator).
+    pub async fn federation_remove(&self, peer: &str) -> Result<serde_json::Value, ClientError> {
+        self.call(
+            Method::DELETE,
+            &format!("/v1/federation/peers/{peer}"),
+            None::<&()>,
+        )
+        .await
+    }
+
     /// Every agent's last status report (operator).
     pub async fn agents(&self) -> Result<AgentsResponse, ClientError> {
         self.call(Method::GET, "/v1/agents", None::<&()>).await

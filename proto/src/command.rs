@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::federation::{Peering, PendingToken};
 use crate::ids::{ClusterName, NodeName, ServiceName, TrustDomain};
 use crate::resource::{ResourceKey, StoredResource};
 
@@ -64,6 +65,22 @@ pub enum Command {
         certs: Vec<CertExpiry>,
         now_unix_ms: u64,
     },
+    /// Record a federation token this cluster printed (its secret's SHA-256 only).
+    PutFederationToken {
+        secret_sha256: String,
+        token: PendingToken,
+    },
+    /// A peer redeems a token: checked at this log position (unknown, used, expired, issued for
+    /// another peer), then the token is spent and the peering recorded, atomically.
+    RedeemFederationToken {
+        secret_sha256: String,
+        peering: Peering,
+        now_unix_ms: u64,
+    },
+    /// Record (or replace) a peering this cluster completed as the redeemer.
+    PutPeering { peering: Peering },
+    /// Forget a peer cluster and its trust bundle.
+    RemovePeering { name: ClusterName },
 }
 
 /// The credential an [`Command::Authorized`] command needs. Each need also bounds what the
@@ -136,6 +153,32 @@ pub enum CommandResponse {
     Batch(Vec<CommandResponse>),
     /// An agent's status report was recorded; the store version did not change.
     StatusRecorded,
+    FederationTokenStored,
+    PeeringRecorded,
+    /// A federation token could not be redeemed; nothing changed.
+    RedeemRefused {
+        reason: RedeemRefusal,
+    },
+    PeeringRemoved {
+        existed: bool,
+    },
+}
+
+/// Why a federation token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RedeemRefusal {
+    /// No such token was ever issued here: forged, or from another cluster.
+    Unknown,
+    Used {
+        at_unix_ms: u64,
+    },
+    Expired {
+        at_unix_ms: u64,
+    },
+    WrongPeer {
+        issued_for: ClusterName,
+        redeemer: ClusterName,
+    },
 }
 
 /// The cluster CA, as held in Raft. Only control nodes ever see `key_pem`.
@@ -242,6 +285,10 @@ pub struct StateData {
     /// The last status each agent reported. Not part of the config store: changing it bumps no
     /// version and is not in the change log. Appended last so older fields keep their encoding.
     pub agents: std::collections::BTreeMap<NodeName, AgentStatus>,
+    /// Federation tokens printed here, by the SHA-256 of their secret.
+    pub federation_tokens: std::collections::BTreeMap<String, PendingToken>,
+    /// Peer clusters, each with its own trust bundle (never merged).
+    pub peerings: std::collections::BTreeMap<ClusterName, Peering>,
     // The watch change log is not here: it is a cache held by `mesh_core::state::MeshState`,
     // not persisted or snapshotted (re-encoding it on every apply cost more than the rest of
     // the state). After a restart or snapshot install, watchers behind get a full snapshot.

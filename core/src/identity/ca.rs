@@ -76,6 +76,15 @@ pub fn generate_ca(
     })
 }
 
+/// The [`fingerprint`] of the first certificate in `pem`.
+pub fn fingerprint_of_pem(pem: &str) -> Result<String, IdentityError> {
+    let der =
+        CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| IdentityError::InvalidCa {
+            reason: format!("certificate PEM: {e}"),
+        })?;
+    Ok(fingerprint(der.as_ref()))
+}
+
 /// `sha256:<lowercase hex>` of a DER certificate: the form operators and joining nodes pin.
 pub fn fingerprint(cert_der: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, cert_der);

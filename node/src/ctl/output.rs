@@ -16,7 +16,7 @@ pub enum Format {
     Yaml,
 }
 
-fn table(header: &[&str]) -> Table {
+pub(crate) fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_style(presets::NOTHING);
     t.set_header(header.to_vec());
@@ -24,7 +24,7 @@ fn table(header: &[&str]) -> Table {
 }
 
 /// Print as JSON or YAML; false if the format is a table (the caller prints one).
-fn structured<T: Serialize>(v: &T, fmt: Format) -> anyhow::Result<bool> {
+pub(crate) fn structured<T: Serialize>(v: &T, fmt: Format) -> anyhow::Result<bool> {
     match fmt {
         Format::Json => println!("{}", serde_json::to_string_pretty(v)?),
         Format::Yaml => print!("{}", serde_saphyr::to_string(v)?),
@@ -225,7 +225,7 @@ fn config_state(applied: u64, store: u64) -> String {
 }
 
 /// A duration as its two largest units: `4s`, `2m3s`, `23h59m`, `3d4h`.
-fn short_duration(secs: u64) -> String {
+pub(crate) fn short_duration(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
     match secs {
         0..60 => format!("{s}s"),
