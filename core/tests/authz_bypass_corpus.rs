@@ -132,6 +132,7 @@ fn bad_targets() -> Vec<(&'static str, Mode, Outcome)> {
         ("%2Fadmin", Both, Refused(EncodedSlash)),
         ("/%2Fadmin", Both, Refused(EncodedSlash)),
         ("/%2fadmin", Both, Refused(EncodedSlash)),
+        ("%2fadmin", Both, Refused(EncodedSlash)),
         ("/x/..%2fadmin", Both, Refused(EncodedSlash)),
         ("%2e%2e%2fadmin", Both, Refused(EncodedSlash)),
         ("/admin%2F", Both, Refused(EncodedSlash)),
