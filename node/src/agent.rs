@@ -52,7 +52,10 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-pub use config::{ConfigError, HealthCheck, Probe, ServiceConfig, ServicesConfig, UpstreamConfig};
+pub use config::{
+    ConfigError, HealthCheck, Probe, ServiceConfig, ServicesConfig, UpstreamConfig,
+    load as load_services_file,
+};
 pub use identity::CertError;
 
 use crate::client::{ApiClient, ClientError, Trust};

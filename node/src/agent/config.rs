@@ -179,7 +179,7 @@ struct RawUpstream {
 }
 
 /// Read and validate a services file.
-pub(crate) fn load(path: &Path) -> Result<ServicesConfig, ConfigError> {
+pub fn load(path: &Path) -> Result<ServicesConfig, ConfigError> {
     let read_err = |source| ConfigError::Read {
         path: path.to_owned(),
         source,
