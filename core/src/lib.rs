@@ -7,6 +7,7 @@
 
 pub mod authz;
 pub mod balance;
+pub mod check;
 pub mod config;
 pub mod endpoints;
 pub mod federation;

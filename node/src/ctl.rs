@@ -14,6 +14,7 @@ use mesh_proto::resource::Kind;
 use crate::client::{ApiClient, ClientError, Trust};
 use crate::manifest;
 
+pub mod check;
 pub mod context;
 pub mod diff;
 pub mod federate;

@@ -91,6 +91,14 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ContextCmd,
     },
+    /// Check the mesh's health, `linkerd check` style (exit 1 if any check fails).
+    Check {
+        /// Also check every peering and its trust bundle.
+        #[arg(long)]
+        federation: bool,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
     /// Federate with peer clusters: tokens, join, list, remove.
     Federate {
         #[command(subcommand)]
@@ -246,6 +254,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             println!("{}", r.token);
         }
         Cmd::Context { cmd } => context_cmd(cmd, &flags)?,
+        Cmd::Check { federation, output } => {
+            return Ok(u8::from(
+                ctl::check::check(&conn()?, federation, output).await?,
+            ));
+        }
         Cmd::Federate { cmd } => match cmd {
             FederateCmd::Token {
                 peer,
