@@ -38,6 +38,8 @@ pub struct Workload {
     pub http_proxy_port: Option<u16>,
     /// Run the demo app as a TCP echo (`meshd demo-app --tcp`).
     pub tcp_app: bool,
+    /// Locality zone (region is always `r1`).
+    pub zone: &'static str,
 }
 
 /// One upstream listener of a workload.
@@ -91,6 +93,7 @@ impl Workload {
             upstreams: Vec::new(),
             http_proxy_port: None,
             tcp_app: false,
+            zone: "a",
         }
     }
 }
@@ -276,10 +279,11 @@ impl Sidecars {
 
 fn services_yaml(w: &Workload, ip: [u8; 4], app: SocketAddr) -> String {
     let mut y = format!(
-        "services:\n  - name: {}\n    port: {}\n    inbound: {}\n    locality: {{region: r1, zone: a}}\n",
+        "services:\n  - name: {}\n    port: {}\n    inbound: {}\n    locality: {{region: r1, zone: {}}}\n",
         w.service,
         app.port(),
         SocketAddr::from((ip, 15006)),
+        w.zone,
     );
     if let Some(port) = w.http_proxy_port {
         y.push_str(&format!(

@@ -77,6 +77,9 @@ struct Backend {
     request_timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
     endpoints: Vec<EndpointId>,
+    /// Locality tier of each endpoint (0 = nearest); traffic stays in the nearest tier that
+    /// has an endpoint not ejected.
+    tiers: BTreeMap<EndpointId, u8>,
 }
 
 /// An answer the sidecar gives itself, without forwarding.
@@ -177,16 +180,20 @@ impl Backend {
             request_timeout: duration(timeouts.and_then(|t| t.request.as_ref())),
             connect_timeout: duration(timeouts.and_then(|t| t.connect.as_ref())),
             endpoints: Vec::new(),
+            tiers: BTreeMap::new(),
         }
     }
 
-    fn set_endpoints(&mut self, endpoints: Vec<EndpointId>) {
+    fn set_endpoints(&mut self, ranked: BTreeMap<EndpointId, u8>) {
+        let endpoints: Vec<EndpointId> = ranked.keys().cloned().collect();
         self.balancer.handle_endpoints(endpoints.iter().cloned());
         self.outlier.handle_endpoints(endpoints.iter().cloned());
         self.endpoints = endpoints;
+        self.tiers = ranked;
     }
 
-    /// An endpoint that is not ejected and, if possible, not yet tried.
+    /// An endpoint that is not ejected, in the nearest tier that has one, preferring one not
+    /// yet tried by this request.
     fn pick(
         &mut self,
         now: Instant,
@@ -194,16 +201,21 @@ impl Backend {
         tried: &[EndpointId],
         rng: &mut impl Rng,
     ) -> Option<EndpointId> {
-        let outlier = &self.outlier;
-        let fresh = |e: &EndpointId| !outlier.is_ejected(now, e) && !tried.contains(e);
-        if let Selection::Endpoint(e) = self.balancer.pick(now, hash_key, rng, fresh) {
-            return Some(e);
+        let max_tier = self.tiers.values().copied().max().unwrap_or(0);
+        for avoid_tried in [true, false] {
+            for tier in 0..=max_tier {
+                let (outlier, tiers) = (&self.outlier, &self.tiers);
+                let eligible = |e: &EndpointId| {
+                    tiers.get(e).copied().unwrap_or(0) == tier
+                        && !outlier.is_ejected(now, e)
+                        && !(avoid_tried && tried.contains(e))
+                };
+                if let Selection::Endpoint(e) = self.balancer.pick(now, hash_key, rng, eligible) {
+                    return Some(e);
+                }
+            }
         }
-        let any = |e: &EndpointId| !outlier.is_ejected(now, e);
-        match self.balancer.pick(now, hash_key, rng, any) {
-            Selection::Endpoint(e) => Some(e),
-            Selection::NoHealthyEndpoint { .. } => None,
-        }
+        None
     }
 }
 
@@ -251,7 +263,7 @@ impl Upstream {
                 Some(b) if b.policy.as_ref() == policy => b,
                 Some(b) => {
                     let mut fresh = Backend::new(policy);
-                    fresh.set_endpoints(b.endpoints);
+                    fresh.set_endpoints(b.tiers);
                     fresh
                 }
                 None => Backend::new(policy),
@@ -265,14 +277,25 @@ impl Upstream {
         self.backends.keys().map(String::as_str)
     }
 
-    /// Replace the endpoints of `backend`; unknown backends are ignored.
+    /// Replace the endpoints of `backend`, all in one locality tier; unknown backends are
+    /// ignored.
     pub fn handle_endpoints(&mut self, backend: &str, endpoints: Vec<EndpointId>) {
+        self.handle_ranked_endpoints(backend, endpoints.into_iter().map(|e| (e, 0)).collect());
+    }
+
+    /// Replace the endpoints of `backend` with their locality tiers (0 = nearest: same zone,
+    /// then same region, then other regions). Requests go to the nearest tier that has an
+    /// endpoint not ejected, so losing a zone fails over to the next one and traffic returns
+    /// when the zone's endpoints do. An endpoint listed twice keeps its nearest tier.
+    pub fn handle_ranked_endpoints(&mut self, backend: &str, endpoints: Vec<(EndpointId, u8)>) {
         if let Some(b) = self.backends.get_mut(backend) {
-            let mut endpoints = endpoints;
-            endpoints.sort();
-            endpoints.dedup();
-            if endpoints != b.endpoints {
-                b.set_endpoints(endpoints);
+            let mut ranked: BTreeMap<EndpointId, u8> = BTreeMap::new();
+            for (e, tier) in endpoints {
+                let t = ranked.entry(e).or_insert(tier);
+                *t = (*t).min(tier);
+            }
+            if ranked != b.tiers {
+                b.set_endpoints(ranked);
             }
         }
     }

@@ -368,3 +368,44 @@ fn a_tcp_connection_moves_to_another_endpoint_after_a_connect_failure() {
         other => panic!("both endpoints failed and are ejected: {other:?}"),
     }
 }
+
+#[test]
+fn traffic_stays_in_the_nearest_tier_fails_over_when_it_is_ejected_and_returns() {
+    let mut up = Upstream::new("api");
+    up.handle_ranked_endpoints(
+        "api",
+        vec![
+            (EndpointId::new("zone-a:1"), 0),
+            (EndpointId::new("zone-b:1"), 1),
+            (EndpointId::new("region-2:1"), 2),
+        ],
+    );
+    let mut rng = SplitMix64::new(11);
+    let now = Instant::now();
+    let pick = |up: &mut Upstream, at: Instant, rng: &mut SplitMix64| {
+        let mut f = forward(up.start(at, &get("/"), rng));
+        up.finish(&mut f);
+        f.endpoint.as_str().to_owned()
+    };
+    for _ in 0..20 {
+        assert_eq!(pick(&mut up, now, &mut rng), "zone-a:1");
+    }
+    // zone a's endpoint fails to connect: ejected; the retry and every request go to zone b.
+    let mut f = forward(up.start(now, &get("/"), &mut rng));
+    let n = up.handle_outcome(
+        now,
+        &mut f,
+        AttemptOutcome::ConnectFailure,
+        Duration::ZERO,
+        &mut rng,
+    );
+    assert!(matches!(n, Next::Retry { .. }));
+    assert_eq!(f.endpoint.as_str(), "zone-b:1");
+    up.finish(&mut f);
+    for _ in 0..20 {
+        assert_eq!(pick(&mut up, now, &mut rng), "zone-b:1");
+    }
+    // After the ejection time zone a is back and takes the traffic again.
+    let later = now + Duration::from_secs(31);
+    assert_eq!(pick(&mut up, later, &mut rng), "zone-a:1");
+}

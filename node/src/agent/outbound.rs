@@ -19,8 +19,9 @@
 //! Every decision is the core's (STYLE "compute a plan, then act"); this file turns I/O into
 //! its inputs. Bodies up to [`MAX_REPLAY_BYTES`] are buffered so a retry can resend them;
 //! larger or unbounded bodies stream through and are retried only when never sent. Endpoints
-//! of each backend come from `Discovery` (the services file's static list and the catalog),
-//! nearest locality tier first.
+//! of each backend come from `Discovery` (the services file's static list and the catalog)
+//! with their locality tiers; the core keeps traffic in the nearest tier that has an
+//! endpoint not ejected.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -36,6 +37,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mesh_core::balance::EndpointId;
+use mesh_core::endpoints::{Endpoints, Tier};
 use mesh_core::http::detect::{Detected, H2_PREFACE, detect};
 use mesh_core::http::{PathOptions, request_facts};
 use mesh_core::identity::{
@@ -227,20 +229,30 @@ impl Outbound {
             s.handle_config(&routes, &policies);
             let backends: Vec<String> = s.backends().map(str::to_owned).collect();
             for b in backends {
-                let eps: Vec<EndpointId> = match ServiceName::new(b.clone()) {
-                    // The nearest tier only: same zone, else same region, else any.
-                    Ok(name) => self
-                        .discovery
-                        .endpoints(&name, &self.locality)
-                        .best_tier()
-                        .iter()
-                        .map(|e| EndpointId::new(&e.address.to_string()))
-                        .collect(),
+                let ranked: Vec<(EndpointId, u8)> = match ServiceName::new(b.clone()) {
+                    // Every healthy endpoint with its locality tier: the core keeps traffic
+                    // in the nearest tier that has one not ejected.
+                    Ok(name) => match self.discovery.endpoints(&name, &self.locality) {
+                        Endpoints::Ready(list) => list
+                            .iter()
+                            .map(|e| (EndpointId::new(&e.address.to_string()), tier_rank(e.tier)))
+                            .collect(),
+                        Endpoints::NoHealthyEndpoint { .. } => Vec::new(),
+                    },
                     Err(_) => Vec::new(),
                 };
-                s.handle_endpoints(&b, eps);
+                s.handle_ranked_endpoints(&b, ranked);
             }
         });
+    }
+}
+
+/// The core's tier number of a locality tier (0 = nearest).
+fn tier_rank(t: Tier) -> u8 {
+    match t {
+        Tier::SameZone => 0,
+        Tier::SameRegion => 1,
+        Tier::Other => 2,
     }
 }
 
