@@ -10,6 +10,7 @@ pub mod client;
 pub mod clock;
 pub mod control;
 pub mod ctl;
+pub mod demo;
 pub mod demo_app;
 pub mod manifest;
 pub mod paths;
