@@ -11,18 +11,15 @@
 //! Every refusal says what happened and what to do, naming the clusters involved. This module
 //! does not store tokens, dial peers or read a clock: `now` is a parameter.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mesh_proto::ClusterName;
 use mesh_proto::command::RedeemRefusal;
 use mesh_proto::federation::{FederationToken, PendingToken};
 
 use crate::identity;
+pub use crate::token_text::MAX_TOKEN_BYTES;
 
 /// Every federation token starts with this.
 pub const TOKEN_PREFIX: &str = "meshfed1.";
-/// Longest token text accepted (a CA certificate and a few addresses fit easily).
-pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// The token format this build reads and writes.
 pub const TOKEN_VERSION: u32 = 1;
 
@@ -65,28 +62,13 @@ pub enum TokenError {
 
 /// The text form of `token`.
 pub fn encode_token(token: &FederationToken) -> String {
-    // Serialising a struct of strings and integers cannot fail.
-    let json = serde_json::to_vec(token).unwrap_or_default();
-    format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(json))
+    crate::token_text::encode(TOKEN_PREFIX, token)
 }
 
 /// Parse token text, bounded. Whitespace around it is ignored.
 pub fn decode_token(text: &str) -> Result<FederationToken, TokenError> {
-    let text = text.trim();
-    if text.len() > MAX_TOKEN_BYTES {
-        return Err(TokenError::Malformed(format!(
-            "{} bytes, more than {MAX_TOKEN_BYTES}",
-            text.len()
-        )));
-    }
-    let body = text
-        .strip_prefix(TOKEN_PREFIX)
-        .ok_or_else(|| TokenError::Malformed(format!("it does not start with {TOKEN_PREFIX}")))?;
-    let json = URL_SAFE_NO_PAD
-        .decode(body)
-        .map_err(|e| TokenError::Malformed(format!("base64: {e}")))?;
     let token: FederationToken =
-        serde_json::from_slice(&json).map_err(|e| TokenError::Malformed(format!("JSON: {e}")))?;
+        crate::token_text::decode(TOKEN_PREFIX, text).map_err(TokenError::Malformed)?;
     if token.v != TOKEN_VERSION {
         return Err(TokenError::Version(token.v));
     }

@@ -196,7 +196,64 @@ impl MeshState {
             Command::RemovePeering { name } => CommandResponse::PeeringRemoved {
                 existed: self.data.peerings.remove(name).is_some(),
             },
+            Command::PutEnrollToken {
+                secret_sha256,
+                token,
+            } => {
+                self.data
+                    .enrollments
+                    .insert(secret_sha256.clone(), token.clone());
+                CommandResponse::EnrollTokenStored
+            }
+            Command::RedeemEnrollment {
+                secret_sha256,
+                node,
+                services,
+                agent_token_sha256,
+                now_unix_ms,
+            } => self.redeem_enrollment(
+                secret_sha256,
+                node,
+                services,
+                agent_token_sha256,
+                *now_unix_ms,
+            ),
         }
+    }
+
+    fn redeem_enrollment(
+        &mut self,
+        secret_sha256: &str,
+        node: &NodeName,
+        services: &[ServiceName],
+        agent_token_sha256: &str,
+        now_unix_ms: u64,
+    ) -> CommandResponse {
+        let pending = self.data.enrollments.get(secret_sha256);
+        if let Err(reason) = crate::enroll::redeem(pending, node, services, now_unix_ms) {
+            return CommandResponse::EnrollRefused { reason };
+        }
+        let Some(p) = self.data.enrollments.get_mut(secret_sha256) else {
+            return CommandResponse::EnrollRefused {
+                reason: mesh_proto::command::EnrollRefusal::Unknown,
+            };
+        };
+        p.used_unix_ms = Some(now_unix_ms);
+        // The credential grants what the token granted, not just what this start asked for,
+        // so the node may add a granted service later without a new token.
+        let credential = Credential {
+            kind: CredentialKind::Agent {
+                node: node.clone(),
+                services: p.services.clone(),
+            },
+            created_unix_ms: now_unix_ms,
+            expires_unix_ms: 0,
+            revoked: false,
+        };
+        self.data
+            .credentials
+            .insert(agent_token_sha256.to_owned(), credential);
+        CommandResponse::Enrolled
     }
 
     fn check_credential(

@@ -31,8 +31,10 @@ use mesh_core::identity::{
 use mesh_proto::codec::{self, MAX_FRAME_BYTES};
 use mesh_proto::command::{
     AgentStatus, CaMaterial, CertExpiry, ClusterInfo, Command, CommandResponse, ControlNodeInfo,
-    Credential, CredentialKind, GossipKey, Need, RedeemRefusal, ResourceWrite, StateData,
+    Credential, CredentialKind, EnrollRefusal, GossipKey, Need, RedeemRefusal, ResourceWrite,
+    StateData,
 };
+use mesh_proto::enroll::PendingEnrollment;
 use mesh_proto::federation::{Peering, PeeringState, PendingToken};
 use mesh_proto::resource::{Kind, Resource, ResourceKey, StoredResource};
 use mesh_proto::{NodeName, ServiceName, SpiffeId, TrustDomain};
@@ -363,7 +365,28 @@ fn commands() -> Vec<Command> {
         },
         Command::PutPeering { peering: peering() },
         Command::RemovePeering { name: id("west") },
+        Command::PutEnrollToken {
+            secret_sha256: "8c".repeat(32),
+            token: enrollment(),
+        },
+        Command::RedeemEnrollment {
+            secret_sha256: "8c".repeat(32),
+            node: id("vm-1"),
+            services: vec![id("billing")],
+            agent_token_sha256: "9d".repeat(32),
+            now_unix_ms,
+        },
     ]
+}
+
+fn enrollment() -> PendingEnrollment {
+    PendingEnrollment {
+        node: id("vm-1"),
+        services: vec![id("billing")],
+        created_unix_ms: NOW * 1000,
+        expires_unix_ms: NOW * 1000 + 3_600_000,
+        used_unix_ms: None,
+    }
 }
 
 fn pending_token() -> PendingToken {
@@ -401,6 +424,14 @@ fn responses() -> Vec<CommandResponse> {
             },
         },
         CommandResponse::PeeringRemoved { existed: true },
+        CommandResponse::EnrollTokenStored,
+        CommandResponse::Enrolled,
+        CommandResponse::EnrollRefused {
+            reason: EnrollRefusal::NotGranted {
+                service: id("admin"),
+                granted: vec![id("billing")],
+            },
+        },
         CommandResponse::None,
         CommandResponse::Initialized,
         CommandResponse::Applied {
@@ -489,6 +520,7 @@ fn state() -> StateData {
         )]),
         federation_tokens: BTreeMap::from([("7a".repeat(32), pending_token())]),
         peerings: BTreeMap::from([(id("west"), peering())]),
+        enrollments: BTreeMap::from([("8c".repeat(32), enrollment())]),
     }
 }
 

@@ -24,6 +24,7 @@
 mod catalog;
 mod config;
 mod discovery;
+mod enroll;
 mod health;
 mod http_proxy;
 mod identity;
@@ -99,8 +100,9 @@ pub struct AgentOptions {
     pub data_dir: PathBuf,
     /// Control API addresses.
     pub control: Vec<String>,
-    /// `sha256:` fingerprint of the cluster CA, for first contact.
-    pub ca_fingerprint: String,
+    /// `sha256:` fingerprint of the cluster CA, for first contact (taken from an intro token
+    /// when absent).
+    pub ca_fingerprint: Option<String>,
     pub token_file: PathBuf,
     pub services_file: PathBuf,
     pub admin_addr: SocketAddr,
@@ -143,6 +145,13 @@ pub enum AgentError {
     },
     #[error("the system random number generator failed")]
     Rng,
+    #[error(
+        "{what} is missing: give it, or put an intro token from `meshctl enroll token` in \
+         the token file (it carries the control addresses and the CA pin)"
+    )]
+    NoControl { what: &'static str },
+    #[error("enrollment refused: {0}")]
+    Enroll(String),
 }
 
 async fn bind(addr: SocketAddr, what: String) -> Result<TcpListener, AgentError> {
@@ -151,22 +160,10 @@ async fn bind(addr: SocketAddr, what: String) -> Result<TcpListener, AgentError>
         .map_err(|source| AgentError::Bind { addr, what, source })
 }
 
-fn read_token(path: &PathBuf) -> Result<String, AgentError> {
-    let text = std::fs::read_to_string(path).map_err(|source| AgentError::TokenFile {
-        path: path.clone(),
-        source,
-    })?;
-    let token = text.trim().to_owned();
-    if token.is_empty() {
-        return Err(AgentError::EmptyToken { path: path.clone() });
-    }
-    Ok(token)
-}
-
 /// Run the agent until SIGTERM or Ctrl-C.
 pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let services = config::load(&opts.services_file)?;
-    let token = read_token(&opts.token_file)?;
+    let names: Vec<ServiceName> = services.services.iter().map(|s| s.name.clone()).collect();
     if !metrics::admin_addr_allowed(opts.admin_addr) {
         return Err(AgentError::AdminNotLoopback {
             addr: opts.admin_addr,
@@ -180,16 +177,16 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let ready = Arc::new(AtomicBool::new(false));
     tasks.spawn(metrics::serve_admin(admin, metrics.clone(), ready.clone()));
 
+    let cred = enroll::credential(&opts, &names).await?;
     let mut client = ApiClient::new(
-        opts.control.clone(),
-        Trust::PinnedCa(opts.ca_fingerprint.clone()),
-        Some(token),
+        cred.control.clone(),
+        Trust::PinnedCa(cred.ca_fingerprint.clone()),
+        Some(cred.agent_token.clone()),
     )?;
     // The agent's own loops retry with backoff and log each failure; keep one call short.
     client.retry_for = CONTROL_RETRY_FOR;
     let client = Arc::new(client);
-    let names: Vec<ServiceName> = services.services.iter().map(|s| s.name.clone()).collect();
-    tracing::info!(control = ?opts.control, data_dir = %opts.data_dir.display(), "agent starting; loading SVIDs");
+    tracing::info!(control = ?cred.control, data_dir = %opts.data_dir.display(), "agent starting; loading SVIDs");
     let ids = identity::Identities::start(&client, &opts.data_dir, &names, opts.svid_ttl).await?;
     for svid in &ids.svids {
         tasks.spawn(identity::renew_forever(

@@ -33,6 +33,7 @@ use crate::client::ApiClient;
 use crate::control::Ctx;
 
 mod catalog;
+mod enroll;
 mod federation;
 mod handlers;
 
@@ -103,6 +104,10 @@ pub fn router(ctx: Ctx) -> Router {
         )
         .route("/v1/agents", get(catalog::list_agents))
         .route("/v1/agents/status", post(catalog::report_status))
+        .route("/v1/enroll", get(enroll::list))
+        .route("/v1/enroll/tokens", post(enroll::create_token))
+        .route("/v1/enroll/redeem", post(enroll::redeem))
+        .route("/v1/enroll/{node}", delete(enroll::revoke))
         .route("/v1/federation/tokens", post(federation::create_token))
         .route("/v1/federation/redeem", post(federation::redeem))
         .route("/v1/federation/join", post(federation::join))

@@ -521,6 +521,35 @@ impl ApiClient {
             .await
     }
 
+    /// Print an intro token for one node (operator).
+    pub async fn enroll_token(
+        &self,
+        req: &mesh_proto::enroll::EnrollTokenRequest,
+    ) -> Result<mesh_proto::enroll::EnrollTokenResponse, ClientError> {
+        self.call(Method::POST, "/v1/enroll/tokens", Some(req))
+            .await
+    }
+
+    /// Redeem an intro token for an agent credential (no bearer needed).
+    pub async fn enroll_redeem(
+        &self,
+        req: &mesh_proto::enroll::RedeemEnrollRequest,
+    ) -> Result<mesh_proto::enroll::RedeemEnrollResponse, ClientError> {
+        self.call(Method::POST, "/v1/enroll/redeem", Some(req))
+            .await
+    }
+
+    /// Every intro token printed, used or not (operator).
+    pub async fn enroll_list(&self) -> Result<mesh_proto::enroll::EnrollList, ClientError> {
+        self.call(Method::GET, "/v1/enroll", None::<&()>).await
+    }
+
+    /// Revoke every credential of `node` (operator).
+    pub async fn enroll_revoke(&self, node: &str) -> Result<serde_json::Value, ClientError> {
+        self.call(Method::DELETE, &format!("/v1/enroll/{node}"), None::<&()>)
+            .await
+    }
+
     /// Print a federation token for `peer` (operator).
     pub async fn federation_token(
         &self,

@@ -17,6 +17,7 @@ use crate::manifest;
 pub mod check;
 pub mod context;
 pub mod diff;
+pub mod enroll;
 pub mod federate;
 pub mod output;
 

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::enroll::PendingEnrollment;
 use crate::federation::{Peering, PendingToken};
 use crate::ids::{ClusterName, NodeName, ServiceName, TrustDomain};
 use crate::resource::{ResourceKey, StoredResource};
@@ -81,6 +82,21 @@ pub enum Command {
     PutPeering { peering: Peering },
     /// Forget a peer cluster and its trust bundle.
     RemovePeering { name: ClusterName },
+    /// Record an intro token printed for one node (its secret's SHA-256 only).
+    PutEnrollToken {
+        secret_sha256: String,
+        token: PendingEnrollment,
+    },
+    /// A node redeems its intro token: checked at this log position (unknown, used, expired,
+    /// another node, a service not granted), then spent and exchanged for an agent credential
+    /// (stored by its token's SHA-256), atomically.
+    RedeemEnrollment {
+        secret_sha256: String,
+        node: NodeName,
+        services: Vec<ServiceName>,
+        agent_token_sha256: String,
+        now_unix_ms: u64,
+    },
 }
 
 /// The credential an [`Command::Authorized`] command needs. Each need also bounds what the
@@ -161,6 +177,31 @@ pub enum CommandResponse {
     },
     PeeringRemoved {
         existed: bool,
+    },
+    EnrollTokenStored,
+    Enrolled,
+    EnrollRefused {
+        reason: EnrollRefusal,
+    },
+}
+
+/// Why an intro token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnrollRefusal {
+    Unknown,
+    Used {
+        at_unix_ms: u64,
+    },
+    Expired {
+        at_unix_ms: u64,
+    },
+    WrongNode {
+        issued_for: NodeName,
+        got: NodeName,
+    },
+    NotGranted {
+        service: ServiceName,
+        granted: Vec<ServiceName>,
     },
 }
 
@@ -289,6 +330,8 @@ pub struct StateData {
     pub federation_tokens: std::collections::BTreeMap<String, PendingToken>,
     /// Peer clusters, each with its own trust bundle (never merged).
     pub peerings: std::collections::BTreeMap<ClusterName, Peering>,
+    /// Intro tokens printed for VM enrollment, by the SHA-256 of their secret.
+    pub enrollments: std::collections::BTreeMap<String, PendingEnrollment>,
     // The watch change log is not here: it is a cache held by `mesh_core::state::MeshState`,
     // not persisted or snapshotted (re-encoding it on every apply cost more than the rest of
     // the state). After a restart or snapshot install, watchers behind get a full snapshot.

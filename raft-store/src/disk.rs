@@ -32,8 +32,8 @@ const LOCK_RETRY_MAX_PAUSE: Duration = Duration::from_millis(100);
 /// Bump when the layout above, or the encoding of what it stores, changes incompatibly.
 /// 2: `StateData` gained `agents` (agent status reports), so format-1 applied states and
 /// snapshots no longer decode.
-/// 3: `StateData` gained `federation_tokens` and `peerings`.
-pub(crate) const FORMAT: u64 = 3;
+/// 3: `StateData` gained `federation_tokens` and `peerings`; 4: `enrollments`.
+pub(crate) const FORMAT: u64 = 4;
 
 pub(crate) const KEY_FORMAT: &[u8] = b"format";
 pub(crate) const KEY_VOTE: &[u8] = b"vote";

@@ -111,11 +111,39 @@ enum Cmd {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+    /// Enroll plain VMs: single-use intro tokens, list, revoke.
+    Enroll {
+        #[command(subcommand)]
+        cmd: EnrollCmd,
+    },
     /// Federate with peer clusters: tokens, join, list, remove.
     Federate {
         #[command(subcommand)]
         cmd: FederateCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum EnrollCmd {
+    /// Print a single-use intro token bound to NODE and the services it may serve.
+    Token {
+        #[arg(long)]
+        node: String,
+        #[arg(long = "service", value_delimiter = ',', required = true)]
+        services: Vec<String>,
+        /// How long the token stays valid, e.g. 1h (at most 7 days).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// List intro tokens: pending, enrolled or expired.
+    List {
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Revoke every credential of NAME.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand)]
@@ -276,6 +304,16 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 ctl::check::check(&conn()?, federation, output).await?,
             ));
         }
+        Cmd::Enroll { cmd } => match cmd {
+            EnrollCmd::Token {
+                node,
+                services,
+                ttl,
+                output,
+            } => ctl::enroll::token(&conn()?, &node, services, &ttl, output).await?,
+            EnrollCmd::List { output } => ctl::enroll::list(&conn()?, output).await?,
+            EnrollCmd::Revoke { name } => ctl::enroll::revoke(&conn()?, &name).await?,
+        },
         Cmd::Federate { cmd } => match cmd {
             FederateCmd::Token {
                 peer,

@@ -48,17 +48,20 @@ struct AgentArgs {
         default_value = "/var/lib/meshfed/agent"
     )]
     data_dir: PathBuf,
-    /// API address(es) of the control nodes, comma-separated.
-    #[arg(long, env = "MESHFED_CONTROL", value_delimiter = ',', required = true)]
+    /// API address(es) of the control nodes, comma-separated (optional with an intro token,
+    /// which carries them).
+    #[arg(long, alias = "join", env = "MESHFED_CONTROL", value_delimiter = ',')]
     control: Vec<String>,
-    /// The cluster CA fingerprint (sha256:...), printed at bootstrap.
+    /// The cluster CA fingerprint (sha256:...), printed at bootstrap (optional with an intro
+    /// token, which carries it).
     #[arg(long, env = "MESHFED_CA_FINGERPRINT")]
-    ca_fingerprint: String,
-    /// File holding the agent credential from `meshctl credential create`.
+    ca_fingerprint: Option<String>,
+    /// File holding an agent credential (`meshctl credential create`) or a single-use intro
+    /// token (`meshctl enroll token`), redeemed once and then kept in the data dir.
     #[arg(long, env = "MESHFED_TOKEN_FILE")]
     token_file: PathBuf,
     /// YAML file listing the local services and their upstreams.
-    #[arg(long, env = "MESHFED_SERVICES")]
+    #[arg(long, alias = "service", env = "MESHFED_SERVICES")]
     services: PathBuf,
     /// Address of the /metrics and /ready endpoints (loopback only).
     #[arg(long, env = "MESHFED_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
