@@ -9,11 +9,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use mesh_node::client::ApiClient;
 use mesh_proto::api::CredentialRequest;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::control::ControlCluster;
 use crate::harness::{ProcSpec, bin_path, node_addr};
@@ -151,57 +149,5 @@ where
     }
 }
 
-/// A plain HTTP answer.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub status: u16,
-    /// The head, lowercased.
-    pub headers: String,
-    pub body: String,
-}
-
-/// One HTTP/1.1 GET with `connection: close`, read to the end (bounded to 1 MiB and 10 s).
-pub async fn http_get(to: SocketAddr, path: &str) -> anyhow::Result<Answer> {
-    let exchange = async {
-        let mut s = TcpStream::connect(to).await?;
-        let req = format!("GET {path} HTTP/1.1\r\nhost: {to}\r\nconnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await?;
-        let mut buf = Vec::new();
-        s.take(1 << 20).read_to_end(&mut buf).await?;
-        anyhow::Ok(buf)
-    };
-    let raw = tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .context("no answer within 10 s")??;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").context("no end of headers")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("bad status line in {head:?}"))?;
-    let headers = head.to_ascii_lowercase();
-    let body = if headers.contains("transfer-encoding: chunked") {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Ok(Answer {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
+// The HTTP client the data-plane tests share.
+pub use crate::sidecars::{Answer, get as http_get};

@@ -309,4 +309,21 @@ impl ControlCluster {
     pub fn meshctl(&self) -> anyhow::Result<std::path::PathBuf> {
         bin_path("meshctl")
     }
+
+    /// Run `meshctl <args>` against this cluster (first node, operator token, CA pin, no
+    /// context file): exit code, stdout and stderr.
+    pub fn run_meshctl(&self, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
+        let out = std::process::Command::new(self.meshctl()?)
+            .args(args)
+            .env("MESHCTL_CONFIG", self.env.root().join("no-config.json"))
+            .env("MESHFED_API", self.nodes[0].api.to_string())
+            .env("MESHFED_TOKEN", &self.token)
+            .env("MESHFED_CA_FINGERPRINT", &self.ca_fingerprint)
+            .output()?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
 }

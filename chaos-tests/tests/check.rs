@@ -5,34 +5,15 @@
 //! Reproduce: `cargo build -p mesh-node --bins && cargo test -p mesh-chaos-tests --test check
 //! -- --nocapture`.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mesh_chaos_tests::sidecars::{DEADLINE, Sidecars, Workload};
 
 fn meshctl(mesh: &Sidecars, args: &[&str]) -> (i32, String) {
-    let cl = &mesh.cl;
-    let Ok(bin) = cl.meshctl() else {
-        panic!("no meshctl binary; run cargo build -p mesh-node --bins");
-    };
-    let out = Command::new(bin)
-        .args(args)
-        .env("MESHCTL_CONFIG", cl.env.root().join("no-config.json"))
-        .env("MESHFED_API", cl.nodes[0].api.to_string())
-        .env("MESHFED_TOKEN", &cl.token)
-        .env("MESHFED_CA_FINGERPRINT", &cl.ca_fingerprint)
-        .output();
-    let Ok(out) = out else {
-        panic!("cannot run meshctl: {out:?}");
-    };
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    match mesh.cl.run_meshctl(args) {
+        Ok((code, out, err)) => (code, format!("{out}{err}")),
+        Err(e) => panic!("cannot run meshctl (cargo build -p mesh-node --bins?): {e}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,6 @@
 //! plane's half. Reproduce: `cargo build -p mesh-node --bins && cargo test -p
 //! mesh-chaos-tests --test federation -- --nocapture`.
 
-use std::process::Command as Proc;
 use std::time::Duration;
 
 use mesh_chaos_tests::control::ControlCluster;
@@ -23,24 +22,10 @@ use mesh_proto::federation::{
 
 /// Run meshctl against `cl`; (exit code, stdout, stderr).
 fn meshctl(cl: &ControlCluster, args: &[&str]) -> (i32, String, String) {
-    let Ok(bin) = cl.meshctl() else {
-        panic!("no meshctl binary; run cargo build -p mesh-node --bins");
-    };
-    let out = Proc::new(bin)
-        .args(args)
-        .env("MESHCTL_CONFIG", cl.env.root().join("no-config.json"))
-        .env("MESHFED_API", cl.nodes[0].api.to_string())
-        .env("MESHFED_TOKEN", &cl.token)
-        .env("MESHFED_CA_FINGERPRINT", &cl.ca_fingerprint)
-        .output();
-    let Ok(out) = out else {
-        panic!("cannot run meshctl: {out:?}");
-    };
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    match cl.run_meshctl(args) {
+        Ok(r) => r,
+        Err(e) => panic!("cannot run meshctl (cargo build -p mesh-node --bins?): {e}"),
+    }
 }
 
 fn refusal(r: Result<mesh_proto::federation::Peering, ClientError>) -> String {
