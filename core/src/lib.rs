@@ -9,6 +9,7 @@ pub mod authz;
 pub mod balance;
 pub mod config;
 pub mod endpoints;
+pub mod gossip;
 pub mod http;
 pub mod identity;
 pub mod resilience;

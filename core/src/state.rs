@@ -159,6 +159,9 @@ impl MeshState {
                 certs,
                 now_unix_ms,
             } => self.report_agent_status(node, *config_version, certs, *now_unix_ms),
+            Command::GossipKeyring(op) => {
+                crate::gossip::keyring::apply(&mut self.data.gossip_keys, op)
+            }
         }
     }
 

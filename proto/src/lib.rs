@@ -8,6 +8,7 @@
 pub mod api;
 pub mod codec;
 pub mod command;
+pub mod gossip;
 pub mod ids;
 pub mod resource;
 
