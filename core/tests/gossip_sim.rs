@@ -9,7 +9,11 @@ use mesh_core::gossip::sim::{SimParams, run_simulation};
 
 #[test]
 fn n100_at_10_percent_loss_meets_the_design_targets() {
-    for seed in [1] {
+    // Seed 1 is the one pinned here. Other seeds occasionally show one falsely failed member
+    // or a p99 slightly above 3 s (see ARCHITECTURE.md "Gossip timing"): the targets are not
+    // yet met for every seed.
+    {
+        let seed = 1;
         let mut p = SimParams::lan(100, seed);
         p.run = Duration::from_secs(40);
         p.kills = 5;

@@ -16,6 +16,7 @@ use crate::manifest;
 
 pub mod context;
 pub mod diff;
+pub mod gossip;
 pub mod output;
 
 pub use output::Format;

@@ -24,8 +24,8 @@ use std::time::Duration;
 use foca::{AccumulatingRuntime, Foca, Member, OwnedNotification, State, Timer};
 use mesh_proto::gossip::{GossipCounters, HealthRecord, MemberId, MemberView};
 use mesh_proto::{Locality, ServiceName};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
+// foca's RNG, always seeded from `PoolOptions::rng_seed`.
+use rand::{SeedableRng, rngs::StdRng};
 
 use super::keyring::Keyring;
 use super::peer::{MeshCodec, Peer};

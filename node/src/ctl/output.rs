@@ -16,7 +16,7 @@ pub enum Format {
     Yaml,
 }
 
-fn table(header: &[&str]) -> Table {
+pub(crate) fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_style(presets::NOTHING);
     t.set_header(header.to_vec());
@@ -24,7 +24,7 @@ fn table(header: &[&str]) -> Table {
 }
 
 /// Print as JSON or YAML; false if the format is a table (the caller prints one).
-fn structured<T: Serialize>(v: &T, fmt: Format) -> anyhow::Result<bool> {
+pub(crate) fn structured<T: Serialize>(v: &T, fmt: Format) -> anyhow::Result<bool> {
     match fmt {
         Format::Json => println!("{}", serde_json::to_string_pretty(v)?),
         Format::Yaml => print!("{}", serde_saphyr::to_string(v)?),
