@@ -6,7 +6,8 @@
 //! ```text
 //!  Input::Catalog(entries)  (watch snapshot: every WorkloadEndpoint)  ─┐
 //!  Input::Static{service, addresses}  (services file)                  ─┼─► EndpointSet::handle
-//!  (issue C: gossip health; issue D: remote-cluster endpoints)         ─┘          │
+//!  Input::Gossip(health)  (owners' signed records, membership)          ─┤          │
+//!  (issue D: remote-cluster endpoints)                                 ─┘          │
 //!                                                                                  ▼
 //!          endpoints(service, local locality) ─► Endpoints::Ready(ranked) | NoHealthyEndpoint
 //! ```
@@ -23,13 +24,16 @@
 //! - two catalog entries claiming one address (a misconfiguration) resolve to the one whose node
 //!   name sorts first;
 //! - a static endpoint's locality is unknown and it counts as healthy (outlier detection is what
-//!   notices a dead static endpoint).
+//!   notices a dead static endpoint);
+//! - a gossip input replaces the previous one and overrides the health of the catalog and
+//!   static endpoints it names (same service and address): it comes from the endpoint's own
+//!   member, seconds fresher than a Raft write. `Healthy`/`Unhealthy` set the health,
+//!   `OwnerFailed` (the member was declared dead) makes it unhealthy, `OwnerLeft` (a graceful
+//!   leave) removes it. Gossip never adds an endpoint: the catalog says what exists.
 //!
 //! Ranking (DESIGN §6 failover): [`Tier::SameZone`], then [`Tier::SameRegion`], then
 //! [`Tier::Other`], then by address. An empty region or zone is "unknown" and never matches.
-//! Later inputs extend this without changing the shape: gossip health (issue C) becomes an
-//! input that overrides the health of entries it names, and peer-cluster endpoints (issue D) a
-//! [`Source`] and a tier after `Other`.
+//! Peer-cluster endpoints (issue D) are to be a further [`Source`] and a tier after `Other`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -67,6 +71,25 @@ pub struct CatalogEntry {
     pub healthy: bool,
 }
 
+/// What gossip concludes about one endpoint (`mesh_core::gossip::records`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GossipState {
+    Healthy,
+    Unhealthy,
+    /// Its member was declared dead.
+    OwnerFailed,
+    /// Its member left on purpose.
+    OwnerLeft,
+}
+
+/// One endpoint's health as gossip reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GossipHealth {
+    pub service: ServiceName,
+    pub address: SocketAddr,
+    pub state: GossipState,
+}
+
 /// An input to the endpoint set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
@@ -77,6 +100,8 @@ pub enum Input {
         service: ServiceName,
         addresses: Vec<SocketAddr>,
     },
+    /// Every endpoint gossip knows about, replacing the previous gossip input.
+    Gossip(Vec<GossipHealth>),
 }
 
 /// One endpoint of a service, as the set reports it.
@@ -132,6 +157,9 @@ pub struct EndpointSet {
     /// Per service, per address: the catalog entry that won (see the merge rules).
     catalog: BTreeMap<ServiceName, BTreeMap<SocketAddr, CatalogEntry>>,
     statics: BTreeMap<ServiceName, BTreeSet<SocketAddr>>,
+    /// Per service, per address: gossip's verdict (the first by state order when two owners
+    /// name one address, the worst).
+    gossip: BTreeMap<ServiceName, BTreeMap<SocketAddr, GossipState>>,
 }
 
 impl EndpointSet {
@@ -160,6 +188,20 @@ impl EndpointSet {
                 } else {
                     self.statics.insert(service, next);
                 }
+                changed
+            }
+            Input::Gossip(health) => {
+                let mut next: BTreeMap<ServiceName, BTreeMap<SocketAddr, GossipState>> =
+                    BTreeMap::new();
+                for h in health {
+                    let per_service = next.entry(h.service).or_default();
+                    if per_service.len() < MAX_ENDPOINTS_PER_SERVICE {
+                        let e = per_service.entry(h.address).or_insert(h.state);
+                        *e = (*e).max(h.state);
+                    }
+                }
+                let changed = next != self.gossip;
+                self.gossip = next;
                 changed
             }
         }
@@ -213,6 +255,16 @@ impl EndpointSet {
                 tier: tier(local, &Locality::default()),
             });
         }
+        if let Some(gossip) = self.gossip.get(service) {
+            out.retain_mut(|e| match gossip.get(&e.address) {
+                None => true,
+                Some(GossipState::OwnerLeft) => false,
+                Some(state) => {
+                    e.healthy = *state == GossipState::Healthy;
+                    true
+                }
+            });
+        }
         out.sort_by_key(|e| (e.tier, e.address));
         out
     }
@@ -248,3 +300,6 @@ pub fn tier(here: &Locality, there: &Locality) -> Tier {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod gossip_tests;

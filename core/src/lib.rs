@@ -12,6 +12,7 @@ pub mod config;
 pub mod endpoints;
 pub mod enroll;
 pub mod federation;
+pub mod gossip;
 pub mod http;
 pub mod identity;
 pub mod resilience;

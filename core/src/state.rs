@@ -218,6 +218,9 @@ impl MeshState {
                 agent_token_sha256,
                 *now_unix_ms,
             ),
+            Command::GossipKeyring(op) => {
+                crate::gossip::keyring::apply(&mut self.data.gossip_keys, op)
+            }
         }
     }
 

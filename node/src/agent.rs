@@ -25,6 +25,7 @@ mod catalog;
 mod config;
 mod discovery;
 mod enroll;
+mod gossip;
 mod health;
 mod http_proxy;
 mod identity;
@@ -108,6 +109,8 @@ pub struct AgentOptions {
     pub admin_addr: SocketAddr,
     /// Lifetime asked for each SVID.
     pub svid_ttl: Duration,
+    /// The gossip member's UDP address; `None`: the first inbound IP, port 7946.
+    pub gossip_addr: Option<SocketAddr>,
     pub limits: Limits,
 }
 
@@ -235,7 +238,8 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     // Registered once the listeners serve. Registration has its own set: it stops first on
     // shutdown, so it cannot re-register what deregistration removes.
     let mut catalog_tasks = JoinSet::new();
-    catalog::spawn(&mut catalog_tasks, &client, &services, &discovery);
+    let checks = catalog::spawn(&mut catalog_tasks, &client, &services, &discovery);
+    let gossip = gossip::start(&mut tasks, &client, &opts, &services, checks, &discovery);
     tracing::info!(
         node = %opts.name,
         trust_domain = %ids.trust_domain,
@@ -245,6 +249,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     );
     crate::signals::shutdown().await;
     tracing::info!("shutting down");
+    gossip::leave(&gossip).await;
     catalog_tasks.abort_all();
     catalog::deregister_all(&client, &names).await;
     tasks.abort_all();

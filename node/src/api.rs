@@ -35,6 +35,7 @@ use crate::control::Ctx;
 mod catalog;
 mod enroll;
 mod federation;
+mod gossip;
 mod handlers;
 
 /// Marks a request already forwarded by a follower, so it is never forwarded twice.
@@ -113,6 +114,12 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/v1/federation/join", post(federation::join))
         .route("/v1/federation/peers", get(federation::list))
         .route("/v1/federation/peers/{name}", delete(federation::remove))
+        .route("/v1/gossip", get(gossip::join_info))
+        .route("/v1/gossip/members", get(gossip::members))
+        .route(
+            "/v1/gossip/keyring",
+            get(gossip::list_keyring).post(gossip::change_keyring),
+        )
         .layer(middleware::from_fn_with_state(ctx.clone(), leader_gate))
         .with_state(ctx)
 }
@@ -174,7 +181,12 @@ pub async fn serve(listener: TcpListener, ctx: Ctx) {
 
 /// Paths any node answers from its own state.
 fn served_locally(path: &str) -> bool {
-    path == "/v1/status" || path == "/v1/watch"
+    // Gossip join info and members are this node's own view (its keyring is its applied
+    // state, its members its own foca instance).
+    matches!(
+        path,
+        "/v1/status" | "/v1/watch" | "/v1/gossip" | "/v1/gossip/members"
+    )
 }
 
 async fn leader_gate(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {

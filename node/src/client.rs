@@ -590,6 +590,8 @@ impl ApiClient {
     }
 }
 
+mod gossip;
+
 fn io_err(addr: &str, e: impl std::fmt::Display) -> ClientError {
     ClientError::Io {
         addr: addr.into(),

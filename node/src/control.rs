@@ -64,6 +64,8 @@ pub struct ControlOptions {
     pub timing: RaftTiming,
     /// Lifetime of this node's control SVID; renewed at half of it.
     pub svid_ttl_secs: u64,
+    /// UDP address of this node's gossip member (DESIGN §5).
+    pub gossip_addr: SocketAddr,
 }
 
 /// Everything the API handlers need, shared by every connection.
@@ -74,6 +76,8 @@ pub struct ControlCtx {
     pub trust_domain: TrustDomain,
     pub tls: TlsIdentity,
     pub proposer: crate::proposer::Proposer,
+    /// This node's gossip member, once the keyring exists (`gossip::control::run`).
+    pub gossip: std::sync::OnceLock<crate::gossip::GossipHandle>,
 }
 
 pub type Ctx = Arc<ControlCtx>;
@@ -140,6 +144,7 @@ pub async fn run(opts: ControlOptions) -> anyhow::Result<()> {
         trust_domain,
         tls,
         proposer,
+        gossip: std::sync::OnceLock::new(),
     });
     let api_listener = TcpListener::bind(opts.api_addr).await.with_context(|| {
         format!(
@@ -154,6 +159,7 @@ pub async fn run(opts: ControlOptions) -> anyhow::Result<()> {
         Fresh::Bootstrap { cluster, ca } => finish_bootstrap(&ctx, &dd, cluster, ca).await?,
         Fresh::Join { token, addrs } => finish_join(&ctx, &dd, &token, &addrs).await?,
     }
+    let gossip_task = tokio::spawn(crate::gossip::control::run(ctx.clone(), opts.gossip_addr));
     let renew_task = tokio::spawn(renew_svid_forever(
         ctx.clone(),
         dd.clone(),
@@ -163,6 +169,10 @@ pub async fn run(opts: ControlOptions) -> anyhow::Result<()> {
 
     crate::signals::shutdown().await;
     tracing::info!("shutting down");
+    if let Some(g) = ctx.gossip.get() {
+        g.leave(Duration::from_secs(1)).await;
+    }
+    gossip_task.abort();
     api_task.abort();
     raft_task.abort();
     renew_task.abort();

@@ -19,6 +19,7 @@ pub mod context;
 pub mod diff;
 pub mod enroll;
 pub mod federate;
+pub mod gossip;
 pub mod output;
 
 pub use output::Format;

@@ -47,6 +47,17 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
+/// Decode one `T` from the front of `bytes`, at most `limit` bytes long, and say how many
+/// bytes it used (for formats that concatenate messages, such as foca's packets).
+pub fn decode_prefix<T: DeserializeOwned>(
+    bytes: &[u8],
+    limit: usize,
+) -> Result<(T, usize), CodecError> {
+    let window = &bytes[..bytes.len().min(limit)];
+    bincode::serde::decode_from_slice(window, config())
+        .map_err(|e| CodecError::Decode(e.to_string()))
+}
+
 /// Prefix `body` with its length as a big-endian u32.
 pub fn frame(body: &[u8]) -> Result<Vec<u8>, CodecError> {
     let len = u32::try_from(body.len()).map_err(|_| CodecError::TooLarge {

@@ -97,6 +97,9 @@ pub enum Command {
         agent_token_sha256: String,
         now_unix_ms: u64,
     },
+    /// Change the gossip keyring (`meshctl gossip keyring install|use|remove`). The first key
+    /// of `StateData::gossip_keys` is the one members seal with.
+    GossipKeyring(crate::gossip::KeyringOp),
 }
 
 /// The credential an [`Command::Authorized`] command needs. Each need also bounds what the
@@ -182,6 +185,14 @@ pub enum CommandResponse {
     Enrolled,
     EnrollRefused {
         reason: EnrollRefusal,
+    },
+    /// The gossip keyring after a change: the sealing key first.
+    Keyring {
+        ids: Vec<u32>,
+    },
+    /// A keyring change was refused (unknown id, removing the key in use, a full ring).
+    KeyringRefused {
+        reason: String,
     },
 }
 
@@ -318,6 +329,7 @@ pub struct StateData {
     pub ca: Option<CaMaterial>,
     /// Credentials by SHA-256 (hex) of their bearer token.
     pub credentials: std::collections::BTreeMap<String, Credential>,
+    /// The gossip keyring; the first key seals, every key opens.
     pub gossip_keys: Vec<GossipKey>,
     pub control_nodes: std::collections::BTreeMap<u64, ControlNodeInfo>,
     /// Config store revision: bumped once per applied batch or delete.

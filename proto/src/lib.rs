@@ -10,6 +10,7 @@ pub mod codec;
 pub mod command;
 pub mod enroll;
 pub mod federation;
+pub mod gossip;
 pub mod ids;
 pub mod resource;
 

@@ -60,13 +60,15 @@ struct Registered {
     version: u64,
 }
 
-/// Start, per local service, its health check and its registration on `tasks`.
+/// Start, per local service, its health check and its registration on `tasks`. Returns the
+/// health verdict of each service (in the order of `services`) for gossip to follow.
 pub(crate) fn spawn(
     tasks: &mut JoinSet<()>,
     client: &Arc<ApiClient>,
     services: &ServicesConfig,
     discovery: &Arc<Discovery>,
-) {
+) -> Vec<watch::Receiver<Health>> {
+    let mut checks = Vec::new();
     for s in &services.services {
         let (tx, rx) = watch::channel(Health::Unknown);
         tasks.spawn(health::check_forever(
@@ -80,8 +82,10 @@ pub(crate) fn spawn(
             address: s.inbound,
             locality: s.locality.clone(),
         };
+        checks.push(rx.clone());
         tasks.spawn(register_forever(client.clone(), reg, rx, discovery.clone()));
     }
+    checks
 }
 
 /// Keep the endpoint of `reg` registered with the health `health` reports, until aborted.

@@ -123,6 +123,19 @@ impl Discovery {
         }
     }
 
+    /// Feed gossip's endpoint health in (`agent/gossip.rs`); it overrides the health of the
+    /// catalog and static endpoints it names.
+    pub(crate) fn install_gossip(&self, health: Vec<mesh_core::endpoints::GossipHealth>) {
+        let changed = {
+            let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+            inner.set.handle(Input::Gossip(health))
+        };
+        if changed {
+            self.generation.send_modify(|g| *g += 1);
+            self.log_upstreams();
+        }
+    }
+
     /// The catalog entry named `name` in the last snapshot, and that snapshot's version.
     pub(crate) fn entry(&self, name: &str) -> (Option<CatalogEntry>, u64) {
         self.read(|i| (i.by_name.get(name).cloned(), i.snapshot_version))

@@ -69,6 +69,17 @@ enum Cmd {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+    /// The LAN gossip pool as a control node sees it: node, address, status (alive, suspect,
+    /// failed, left), role, cluster, generation/incarnation.
+    Members {
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Gossip keyring rotation: install, then use, then remove.
+    Gossip {
+        #[command(subcommand)]
+        cmd: GossipCmd,
+    },
     /// Delete one resource.
     Delete {
         kind: String,
@@ -182,6 +193,33 @@ enum FederateCmd {
 }
 
 #[derive(Subcommand)]
+enum GossipCmd {
+    /// Manage the gossip keyring (stored in Raft).
+    Keyring {
+        #[command(subcommand)]
+        cmd: KeyringArgs,
+        #[arg(short, long, value_enum, default_value_t = Format::Table, global = true)]
+        output: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyringArgs {
+    /// Add a key every member accepts (generated unless --key is given).
+    Install {
+        /// base64url of 32 bytes.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Seal with key ID from now on.
+    Use { id: u32 },
+    /// Drop key ID (not the one in use).
+    Remove { id: u32 },
+    /// List key ids.
+    List,
+}
+
+#[derive(Subcommand)]
 enum ControlCmd {
     /// Remove a voter by node id (see `meshctl status`).
     Remove { node_id: u64 },
@@ -248,6 +286,19 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             .await?
         }
         Cmd::ProxyStatus { output } => ctl::proxy_status(&conn()?, output).await?,
+        Cmd::Members { output } => ctl::gossip::members(&conn()?, output).await?,
+        Cmd::Gossip {
+            cmd: GossipCmd::Keyring { cmd, output },
+        } => {
+            use ctl::gossip::KeyringCmd;
+            let cmd = match cmd {
+                KeyringArgs::Install { key } => KeyringCmd::Install { key },
+                KeyringArgs::Use { id } => KeyringCmd::Use { id },
+                KeyringArgs::Remove { id } => KeyringCmd::Remove { id },
+                KeyringArgs::List => KeyringCmd::List,
+            };
+            ctl::gossip::keyring(&conn()?, cmd, output).await?
+        }
         Cmd::Delete {
             kind,
             name,

@@ -75,6 +75,10 @@ struct AgentArgs {
     /// Deadline for connecting to an upstream sidecar or the local app, in milliseconds.
     #[arg(long, default_value_t = 2_000)]
     connect_timeout_ms: u64,
+    /// UDP address of this host's gossip member [default: the first service's inbound IP,
+    /// port 7946]. Seeds (the control nodes' gossip addresses) come from the control plane.
+    #[arg(long, env = "MESHFED_GOSSIP_ADDR")]
+    gossip_addr: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -105,6 +109,7 @@ fn agent_options(a: AgentArgs) -> anyhow::Result<agent::AgentOptions> {
         services_file: a.services,
         admin_addr: a.admin_addr,
         svid_ttl: Duration::from_secs(a.svid_ttl_secs),
+        gossip_addr: a.gossip_addr,
         limits: agent::Limits {
             request_timeout: Duration::from_millis(a.request_timeout_ms),
             connect_timeout: Duration::from_millis(a.connect_timeout_ms),
@@ -160,6 +165,9 @@ struct ControlArgs {
     /// Maximum election timeout in milliseconds (also the leader lease).
     #[arg(long, default_value_t = 400)]
     election_max_ms: u64,
+    /// UDP address of this node's gossip member [default: the Raft IP, port 7946].
+    #[arg(long, env = "MESHFED_GOSSIP_ADDR")]
+    gossip_addr: Option<SocketAddr>,
 }
 
 fn control_options(a: ControlArgs) -> anyhow::Result<ControlOptions> {
@@ -189,6 +197,9 @@ fn control_options(a: ControlArgs) -> anyhow::Result<ControlOptions> {
         bootstrap,
         join,
         svid_ttl_secs: a.svid_ttl_secs,
+        gossip_addr: a
+            .gossip_addr
+            .unwrap_or_else(|| SocketAddr::new(a.raft_addr.ip(), mesh_node::gossip::DEFAULT_PORT)),
         timing: RaftTiming {
             heartbeat_ms: a.heartbeat_ms,
             election_min_ms: a.election_min_ms,
