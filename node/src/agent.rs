@@ -176,7 +176,8 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let admin = bind(opts.admin_addr, "the admin endpoint".into()).await?;
     let listeners = Listeners::bind(&services).await?;
     let mut tasks = JoinSet::new();
-    let metrics = Arc::new(metrics::Metrics::new());
+    let gossip_member: gossip::Member = Arc::new(std::sync::OnceLock::new());
+    let metrics = Arc::new(metrics::Metrics::new(gossip_member.clone()));
     let ready = Arc::new(AtomicBool::new(false));
     tasks.spawn(metrics::serve_admin(admin, metrics.clone(), ready.clone()));
 
@@ -239,7 +240,15 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     // shutdown, so it cannot re-register what deregistration removes.
     let mut catalog_tasks = JoinSet::new();
     let checks = catalog::spawn(&mut catalog_tasks, &client, &services, &discovery);
-    let gossip = gossip::start(&mut tasks, &client, &opts, &services, checks, &discovery);
+    let gossip = gossip::start(
+        &mut tasks,
+        &client,
+        &opts,
+        &services,
+        checks,
+        &discovery,
+        gossip_member,
+    );
     tracing::info!(
         node = %opts.name,
         trust_domain = %ids.trust_domain,

@@ -56,8 +56,8 @@ pub(crate) fn start(
     services: &ServicesConfig,
     checks: Vec<watch::Receiver<Health>>,
     discovery: &Arc<Discovery>,
+    member: Member,
 ) -> Member {
-    let member: Member = Arc::new(OnceLock::new());
     let locals: Vec<Local> = services
         .services
         .iter()

@@ -166,8 +166,10 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Self {
+    /// The families, plus the gossip member's once it has joined.
+    pub(crate) fn new(gossip: super::gossip::Member) -> Self {
         let mut registry = Registry::default();
+        crate::gossip::metrics::register_later(&mut registry, gossip);
         let requests = Family::<RequestLabels, Counter>::default();
         let responses = Family::<ResponseLabels, Counter>::default();
         let latency: LatencyFamily = Family::new_with_constructor(latency_histogram);
@@ -366,7 +368,7 @@ mod tests {
 
     #[test]
     fn families_use_linkerd_names_and_labels() {
-        let m = Metrics::new();
+        let m = Metrics::new(Default::default());
         let hop = Hop {
             direction: Direction::Inbound,
             src_workload: "web".into(),

@@ -1,6 +1,6 @@
-//! Prometheus families of the gossip member, registered on a caller's registry. The agent's
-//! admin endpoint (`agent/metrics.rs`) is to call [`register`]; until then the same counters
-//! are in `GET /v1/gossip/members` (control nodes) and the agent's status log.
+//! Prometheus families of the gossip member, registered on a caller's registry: the agent's
+//! admin endpoint registers them with [`register_later`] (its member joins after start); the
+//! same counters are in `GET /v1/gossip/members` on control nodes.
 //!
 //! Families (prometheus-client adds `_total`): `gossip_packets_received`, `gossip_packets_sent`,
 //! `gossip_packets_dropped{reason=malformed|unknown_key|tampered|replayed}`,
@@ -18,11 +18,19 @@ use super::GossipHandle;
 
 /// Register the gossip families of `handle` on `registry`; values are read at scrape time.
 pub fn register(registry: &mut Registry, handle: GossipHandle) {
-    registry.register_collector(Box::new(GossipCollector(Arc::new(handle))));
+    let slot = std::sync::OnceLock::new();
+    let _ = slot.set(handle);
+    registry.register_collector(Box::new(GossipCollector(Arc::new(slot))));
+}
+
+/// Like [`register`] for a member that joins later (the agent): nothing is encoded until
+/// `member` is set.
+pub fn register_later(registry: &mut Registry, member: Arc<std::sync::OnceLock<GossipHandle>>) {
+    registry.register_collector(Box::new(GossipCollector(member)));
 }
 
 #[derive(Clone)]
-struct GossipCollector(Arc<GossipHandle>);
+struct GossipCollector(Arc<std::sync::OnceLock<GossipHandle>>);
 
 impl std::fmt::Debug for GossipCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -32,7 +40,10 @@ impl std::fmt::Debug for GossipCollector {
 
 impl Collector for GossipCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let s = self.0.state();
+        let Some(handle) = self.0.get() else {
+            return Ok(());
+        };
+        let s = handle.state();
         let c = &s.counters;
         let counters = [
             (
