@@ -15,4 +15,5 @@ pub mod resilience;
 pub mod rng;
 pub mod route;
 pub mod state;
+pub mod tunnel;
 pub mod upstream;

@@ -10,5 +10,6 @@ pub mod codec;
 pub mod command;
 pub mod ids;
 pub mod resource;
+pub mod tunnel;
 
 pub use ids::{ClusterName, IdError, Locality, NodeName, Role, ServiceName, SpiffeId, TrustDomain};
