@@ -11,6 +11,7 @@ pub mod clock;
 pub mod control;
 pub mod ctl;
 pub mod demo_app;
+pub mod gateway;
 pub mod manifest;
 pub mod paths;
 pub mod proposer;
