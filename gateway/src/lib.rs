@@ -33,3 +33,4 @@ pub use gateway::{Gateway, GatewayError};
 pub use peers::PeerHealth;
 pub use relay::{RelayTap, TapPoint};
 pub use throughput::{ThroughputError, measure_tunnel_gbps, raw_quinn_gbps};
+pub use tls::TlsError;
