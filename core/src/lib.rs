@@ -20,4 +20,5 @@ pub mod rng;
 pub mod route;
 pub mod state;
 pub mod token_text;
+pub mod tunnel;
 pub mod upstream;

@@ -1174,3 +1174,68 @@ fn config_validation_never_panics() {
         |v, _| check_config_value(v),
     );
 }
+
+// ------------------------------------------------------------------------------ tunnel preamble
+
+/// The preamble faces every local sidecar and every peer gateway: decoding it, and deciding on
+/// it, must never panic, and a decoded preamble must re-encode to a frame within the limit.
+#[test]
+fn tunnel_preamble_decoder_never_panics() {
+    use mesh_core::tunnel::{Admission, admit_stream, dispatch_tunnel};
+    use mesh_proto::tunnel::{MAX_PREAMBLE_BYTES, Preamble, TUNNEL_VERSION, Target};
+
+    let west: TrustDomain = id("west.mesh");
+    let east: TrustDomain = id("east.mesh");
+    let seeds: Vec<Vec<u8>> = [
+        Preamble::service(west.clone(), id("api"), None),
+        Preamble::service(west.clone(), id("a-much-longer-service-name"), Some(65535)),
+        Preamble {
+            version: TUNNEL_VERSION,
+            target: Target::Probe { nonce: u64::MAX },
+        },
+    ]
+    .iter()
+    .map(|p| p.to_frame().unwrap())
+    .collect();
+    let policy = Admission {
+        local: west.clone(),
+        federated: [east.clone()].into(),
+        exported: [(id::<ServiceName>("api"), [8443u16].into())].into(),
+    };
+    let gateway = SpiffeId::gateway(&east, &id::<NodeName>("gw"));
+    let sidecar = SpiffeId::workload(&east, "default", &id::<ServiceName>("web"));
+    let peers = [west.clone()].into();
+    let check = |frame: &Vec<u8>, _: &mut Rng| {
+        let Some(header) = frame.get(..4) else {
+            return;
+        };
+        let header: [u8; 4] = header.try_into().unwrap();
+        let decoded = Preamble::body_len(header).and_then(|len| {
+            let body = frame.get(4..).unwrap_or(&[]);
+            Preamble::decode(&body[..len.min(body.len())])
+        });
+        if let Ok(p) = &decoded {
+            assert!(p.to_frame().unwrap().len() <= 4 + MAX_PREAMBLE_BYTES);
+        }
+        let _ = admit_stream(&policy, &gateway, &decoded);
+        let _ = dispatch_tunnel(&east, &peers, &sidecar, &decoded);
+    };
+    let dict: [&[u8]; 4] = [
+        b"west.mesh",
+        b"\xfb\xff\xff",
+        b"\xfc\xff\xff\xff\xff",
+        b"\x01",
+    ];
+    run(
+        "preamble/random",
+        RANDOM_CASES,
+        |rng| rng.bytes(1100),
+        check,
+    );
+    run(
+        "preamble/mutated",
+        MUTATION_CASES,
+        |rng| mutate(rng, &seeds, &dict),
+        check,
+    );
+}

@@ -12,6 +12,7 @@ pub mod control;
 pub mod ctl;
 pub mod demo;
 pub mod demo_app;
+pub mod gateway;
 pub mod gossip;
 pub mod manifest;
 pub mod paths;

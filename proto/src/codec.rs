@@ -3,7 +3,7 @@
 //! Every decode is bounded: a frame longer than the caller's limit is refused before any byte of
 //! it is buffered, and bincode is told the same limit so a hostile length inside a frame cannot
 //! make it allocate more. bincode is unmaintained (RUSTSEC-2025-0141); keeping it behind these
-//! four functions means a switch touches one file.
+//! five functions means a switch touches one file.
 
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -56,6 +56,19 @@ pub fn decode_prefix<T: DeserializeOwned>(
     let window = &bytes[..bytes.len().min(limit)];
     bincode::serde::decode_from_slice(window, config())
         .map_err(|e| CodecError::Decode(e.to_string()))
+}
+
+/// Decode one `T` from the start of `bytes` (at most [`MAX_FRAME_BYTES`] of them), returning
+/// it and how many bytes it used; the rest is left alone. For reading a version field before
+/// deciding how to read the remainder.
+pub fn decode_leading<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
+    if bytes.len() > MAX_FRAME_BYTES {
+        return Err(CodecError::TooLarge {
+            len: bytes.len(),
+            limit: MAX_FRAME_BYTES,
+        });
+    }
+    decode_prefix(bytes, MAX_FRAME_BYTES)
 }
 
 /// Prefix `body` with its length as a big-endian u32.

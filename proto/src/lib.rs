@@ -13,5 +13,6 @@ pub mod federation;
 pub mod gossip;
 pub mod ids;
 pub mod resource;
+pub mod tunnel;
 
 pub use ids::{ClusterName, IdError, Locality, NodeName, Role, ServiceName, SpiffeId, TrustDomain};

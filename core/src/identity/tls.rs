@@ -28,6 +28,11 @@ pub enum PeerPolicy {
     RoleControl(TrustDomain),
     /// Any identity whose trust domain has a bundle.
     AnyKnown,
+    /// Any gateway (`spiffe://<td>/mesh/gateway/*`) of this trust domain.
+    RoleGateway(TrustDomain),
+    /// Any gateway of any trust domain that has a bundle (a gateway's QUIC server, whose bundles
+    /// are exactly its federated peers').
+    AnyGateway,
 }
 
 /// Verifies a server's X.509-SVID. The `ServerName` is ignored: SPIFFE names peers by URI SAN.
@@ -65,6 +70,10 @@ impl PeerPolicy {
                 id.trust_domain() == td && matches!(id.role(), Role::Control(_))
             }
             Self::AnyKnown => true,
+            Self::RoleGateway(td) => {
+                id.trust_domain() == td && matches!(id.role(), Role::Gateway(_))
+            }
+            Self::AnyGateway => matches!(id.role(), Role::Gateway(_)),
         }
     }
 
@@ -86,6 +95,8 @@ impl std::fmt::Display for PeerPolicy {
             Self::AnyInTrustDomain(td) => write!(f, "identities of trust domain {td}"),
             Self::RoleControl(td) => write!(f, "control nodes of trust domain {td}"),
             Self::AnyKnown => f.write_str("identities of a federated trust domain"),
+            Self::RoleGateway(td) => write!(f, "gateways of trust domain {td}"),
+            Self::AnyGateway => f.write_str("gateways of a federated trust domain"),
         }
     }
 }
@@ -371,6 +382,21 @@ mod tests {
         ));
         let v = SpiffeServerVerifier::new(f.bundles.clone(), PeerPolicy::AnyKnown);
         assert_eq!(as_server(v.as_ref(), &agent_chain), Ok(()));
+        let gateway = SpiffeId::gateway(&f.td, &NodeName::new("gw1").unwrap());
+        let gateway_chain = ders(&issue(&f, &gateway).0);
+        for policy in [
+            PeerPolicy::AnyGateway,
+            PeerPolicy::RoleGateway(f.td.clone()),
+        ] {
+            let v = SpiffeServerVerifier::new(f.bundles.clone(), policy);
+            assert_eq!(as_server(v.as_ref(), &gateway_chain), Ok(()));
+            assert!(matches!(
+                as_server(v.as_ref(), &agent_chain),
+                Err(SvidError::NotAllowedByPolicy { .. })
+            ));
+        }
+        let other_td = TrustDomain::new("west.mesh").unwrap();
+        assert!(!PeerPolicy::RoleGateway(other_td).allows(&gateway));
         assert!(!v.supported_verify_schemes().is_empty());
     }
 

@@ -1,5 +1,5 @@
-//! `meshd`: the one daemon of a meshfed host. It runs the `control` role or the `agent` role
-//! (the sidecar); `gateway` arrives with issue D. `demo-app` is a test app, not a role.
+//! `meshd`: the one daemon of a meshfed host. It runs the `control` role, the `agent` role (the
+//! sidecar) or the `gateway` role (east-west). `demo-app` is a test app, not a role.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use mesh_node::control::{self, Bootstrap, ControlOptions, Join, RaftTiming};
 use mesh_node::token::JoinToken;
-use mesh_node::{agent, demo_app};
+use mesh_node::{agent, demo_app, gateway};
 use mesh_proto::{ClusterName, NodeName, TrustDomain};
 
 #[derive(Parser)]
@@ -32,6 +32,8 @@ enum Role {
     Control(ControlArgs),
     /// Run the sidecar agent of this host: SVIDs, mTLS inbound and outbound listeners, metrics.
     Agent(AgentArgs),
+    /// Run the east-west gateway of this cluster: QUIC to peer gateways, tunnels from sidecars.
+    Gateway(GatewayArgs),
     /// Run a tiny HTTP app that echoes what it saw as JSON (for tests and demos).
     DemoApp(DemoAppArgs),
 }
@@ -79,6 +81,55 @@ struct AgentArgs {
     /// port 7946]. Seeds (the control nodes' gossip addresses) come from the control plane.
     #[arg(long, env = "MESHFED_GOSSIP_ADDR")]
     gossip_addr: Option<SocketAddr>,
+}
+
+#[derive(Args)]
+struct GatewayArgs {
+    /// This gateway's name; its identity is spiffe://<td>/mesh/gateway/<name>.
+    #[arg(long, env = "MESHFED_NODE_NAME")]
+    name: String,
+    /// Where the gateway's SVID and the CA certificate are cached.
+    #[arg(
+        long,
+        env = "MESHFED_DATA_DIR",
+        default_value = "/var/lib/meshfed/gateway"
+    )]
+    data_dir: PathBuf,
+    /// API address(es) of the control nodes, comma-separated.
+    #[arg(long, env = "MESHFED_CONTROL", value_delimiter = ',', required = true)]
+    control: Vec<String>,
+    /// The cluster CA fingerprint (sha256:...), printed at bootstrap.
+    #[arg(long, env = "MESHFED_CA_FINGERPRINT")]
+    ca_fingerprint: String,
+    /// File holding an operator token (it may obtain gateway identities).
+    #[arg(long, env = "MESHFED_TOKEN_FILE")]
+    token_file: PathBuf,
+    /// UDP address of the QUIC endpoint peer gateways connect to.
+    #[arg(long, env = "MESHFED_GATEWAY_LISTEN", default_value = "0.0.0.0:7600")]
+    listen: SocketAddr,
+    /// TCP address local sidecars open their tunnels to (outer mTLS, then the preamble).
+    #[arg(long, env = "MESHFED_TUNNEL_ADDR", default_value = "0.0.0.0:7601")]
+    tunnel_addr: SocketAddr,
+    /// YAML file: peers [{trust_domain, address, ca_pem_file}] and exports [{name, endpoints}].
+    #[arg(long, env = "MESHFED_GATEWAY_CONFIG")]
+    config: PathBuf,
+    /// Lifetime to request for the gateway SVID, in seconds; renewed at half of it.
+    #[arg(long, default_value_t = 24 * 3600)]
+    svid_ttl_secs: u64,
+}
+
+fn gateway_options(a: GatewayArgs) -> anyhow::Result<gateway::GatewayOptions> {
+    Ok(gateway::GatewayOptions {
+        name: NodeName::new(a.name).context("--name")?,
+        data_dir: a.data_dir,
+        control: a.control,
+        ca_fingerprint: a.ca_fingerprint,
+        token_file: a.token_file,
+        listen: a.listen,
+        tunnel_addr: a.tunnel_addr,
+        config_file: a.config,
+        svid_ttl: Duration::from_secs(a.svid_ttl_secs),
+    })
 }
 
 #[derive(Args)]
@@ -216,6 +267,7 @@ fn main() -> std::process::ExitCode {
         match cli.role {
             Role::Control(a) => control::run(control_options(a)?).await?,
             Role::Agent(a) => agent::run(agent_options(a)?).await?,
+            Role::Gateway(a) => gateway::run(gateway_options(a)?).await?,
             Role::DemoApp(a) => {
                 demo_app::run(demo_app::DemoAppOptions {
                     listen: a.listen,
