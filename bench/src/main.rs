@@ -3,16 +3,22 @@
 //! `--json` prints one JSON object whose keys are every figure DESIGN §10 defines (`null` until
 //! measured).
 //!
-//! Pinning: the meshd processes run on CPU 1 (`taskset -c 1`), this process on CPU 0, so the
-//! client and the servers do not steal each other's core and cross-vCPU noise is constant.
+//! Pinning: the meshd processes (and the data plane's app, nginx and haproxy) run on CPU 1
+//! (`taskset -c 1`), this process on CPU 0, so the client and the servers do not steal each
+//! other's core and cross-vCPU noise is constant.
+//!
+//! `--only control-plane|data-plane` runs one part; the report keeps the other part's section
+//! from the previous BENCHMARKS.md, marked as carried over. The hidden `serve-app` subcommand is
+//! the data plane's upstream app, run as a separate pinned process.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 mod control_plane;
+mod data_plane;
 mod report;
 
 #[derive(Parser)]
@@ -30,6 +36,38 @@ struct Cli {
     /// Where to write the report.
     #[arg(long, default_value = "BENCHMARKS.md")]
     out: std::path::PathBuf,
+    /// Run only one part; the other part's section is kept from the existing report.
+    #[arg(long, value_enum)]
+    only: Option<Part>,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+/// The parts of the harness.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Part {
+    ControlPlane,
+    DataPlane,
+}
+
+impl Part {
+    /// The prefix of the titles of this part's report sections.
+    pub(crate) fn title_prefix(self) -> &'static str {
+        match self {
+            Part::ControlPlane => "Control plane",
+            Part::DataPlane => "Data plane",
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The data-plane benchmark's 1 KiB app (started by the harness itself).
+    #[command(hide = true)]
+    ServeApp {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
 }
 
 /// Every key DESIGN §10 defines, in order.
@@ -67,6 +105,10 @@ pub(crate) struct Section {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Cmd::ServeApp { listen }) = cli.cmd {
+        // Pinned by whoever started it; not pinned to the load generator's CPU here.
+        return data_plane::serve_app(listen);
+    }
     mesh_node::install_crypto_provider();
     pin_self("0");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -77,9 +119,29 @@ fn main() -> anyhow::Result<()> {
         KEYS.iter().map(|k| (k.to_string(), Value::Null)).collect();
     let mut sections = Vec::new();
     let started = std::time::Instant::now();
-    let s = rt.block_on(control_plane::run(cli.quick, &mut values))?;
-    sections.extend(s);
-    report::write(&cli.out, cli.quick, &sections, started.elapsed())?;
+    let runs = |p: Part| cli.only.is_none_or(|o| o == p);
+    let mut skipped = Vec::new();
+    for part in [Part::ControlPlane, Part::DataPlane] {
+        if !runs(part) {
+            skipped.push(part);
+            continue;
+        }
+        let run = async {
+            match part {
+                Part::ControlPlane => control_plane::run(cli.quick, &mut values).await,
+                Part::DataPlane => data_plane::run(cli.quick, &mut values).await,
+            }
+        };
+        // On Ctrl-C the run is dropped, and with it every process it started.
+        let s = rt.block_on(async {
+            tokio::select! {
+                r = run => r,
+                _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+            }
+        })?;
+        sections.extend(s);
+    }
+    report::write(&cli.out, cli.quick, &sections, &skipped, started.elapsed())?;
     eprintln!("wrote {} in {:.0?}", cli.out.display(), started.elapsed());
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&json!(values))?);
@@ -92,12 +154,42 @@ fn main() -> anyhow::Result<()> {
 /// daemons are built here.
 pub(crate) fn release_bin(name: &str) -> anyhow::Result<std::path::PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args(["build", "--release", "-p", "mesh-node", "--bins"])
-        .status()?;
+    let mut build = std::process::Command::new(cargo);
+    // The same package set as `cargo build --release -p mesh-node -p mesh-bench`, so features
+    // unify identically and neither build invalidates the other; only meshd's bins, so the
+    // running mesh-bench binary is never replaced under us.
+    build.args([
+        "build",
+        "--release",
+        "-p",
+        "mesh-node",
+        "-p",
+        "mesh-bench",
+        "--bin",
+        "meshd",
+        "--bin",
+        "meshctl",
+    ]);
+    // `cargo run` hands its package's CARGO_PKG_*/CARGO_MANIFEST_* to us; build scripts that
+    // track those (ring's does) would see them change and rebuild half the tree, twice.
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&&*k)
+        {
+            build.env_remove(&key);
+        }
+    }
+    let status = build.status()?;
     anyhow::ensure!(
         status.success(),
-        "cargo build --release -p mesh-node failed"
+        "cargo build --release -p mesh-node -p mesh-bench --bin meshd --bin meshctl failed"
     );
     let dir = std::env::current_exe()?
         .parent()

@@ -1,10 +1,15 @@
-//! BENCHMARKS.md writer: machine facts, commands, and one table per section.
+//! BENCHMARKS.md writer: machine facts, commands, and one table per section. Sections of a part
+//! that was not run this time (`--only`) are carried over verbatim from the previous file and
+//! marked as such, so a partial run never erases the other part's figures.
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::Section;
+use crate::{Part, Section};
+
+/// The line that marks a section copied from the previous report.
+const CARRIED: &str = "_Carried over from the previous BENCHMARKS.md: not rerun by the run that wrote this file (`--only`), so its keys are null in that run's `--json`._";
 
 pub(crate) struct Row {
     pub(crate) figure: String,
@@ -41,12 +46,27 @@ fn machine() -> String {
     format!("{cpus} vCPU ({cpu}), Linux {}", kernel.trim())
 }
 
+/// `## ` sections of an existing report whose titles start with `prefix`, verbatim (heading
+/// included), without an earlier carry-over mark.
+fn previous_sections(old: &str, prefix: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for chunk in old.split("\n## ").skip(1) {
+        if chunk.starts_with(prefix) {
+            let text: Vec<&str> = chunk.lines().filter(|l| *l != CARRIED).collect();
+            out.push(format!("## {}\n", text.join("\n").trim_end()));
+        }
+    }
+    out
+}
+
 pub(crate) fn write(
     out: &Path,
     quick: bool,
     sections: &[Section],
+    skipped: &[Part],
     took: Duration,
 ) -> anyhow::Result<()> {
+    let old = std::fs::read_to_string(out).unwrap_or_default();
     let mut s = String::new();
     writeln!(s, "# meshfed benchmarks\n")?;
     writeln!(
@@ -67,26 +87,43 @@ pub(crate) fn write(
     )?;
     writeln!(
         s,
-        "Not measured yet (null in `--json`): data-plane sidecar figures and nginx/haproxy baselines (issue B), gossip (issue C), tunnel and failover (issue D).\n"
+        "Not measured yet (null in `--json`): gossip (issue C), tunnel and failover (issue D).\n"
     )?;
-    for sec in sections {
-        writeln!(s, "## {}\n", sec.title)?;
-        writeln!(s, "Command: `{}`\n", sec.command)?;
-        writeln!(s, "| figure | measured | goal | compared with |")?;
-        writeln!(s, "|---|---|---|---|")?;
-        for r in &sec.rows {
-            writeln!(
-                s,
-                "| {} | {} | {} | {} |",
-                r.figure, r.value, r.goal, r.baseline
-            )?;
+    // Parts in their fixed order: this run's sections, or the previous file's for a skipped part.
+    for part in [Part::ControlPlane, Part::DataPlane] {
+        if skipped.contains(&part) {
+            for carried in previous_sections(&old, part.title_prefix()) {
+                let (heading, body) = carried.split_once('\n').unwrap_or((&carried, ""));
+                writeln!(s, "{heading}\n\n{CARRIED}\n\n{}\n", body.trim())?;
+            }
+            continue;
         }
-        writeln!(s)?;
-        for n in &sec.notes {
-            writeln!(s, "- {n}")?;
+        for sec in sections
+            .iter()
+            .filter(|sec| sec.title.starts_with(part.title_prefix()))
+        {
+            write_section(&mut s, sec)?;
         }
-        writeln!(s)?;
     }
     std::fs::write(out, s)?;
     Ok(())
+}
+
+fn write_section(s: &mut String, sec: &Section) -> std::fmt::Result {
+    writeln!(s, "## {}\n", sec.title)?;
+    writeln!(s, "Command: `{}`\n", sec.command)?;
+    writeln!(s, "| figure | measured | goal | compared with |")?;
+    writeln!(s, "|---|---|---|---|")?;
+    for r in &sec.rows {
+        writeln!(
+            s,
+            "| {} | {} | {} | {} |",
+            r.figure, r.value, r.goal, r.baseline
+        )?;
+    }
+    writeln!(s)?;
+    for n in &sec.notes {
+        writeln!(s, "- {n}")?;
+    }
+    writeln!(s)
 }
