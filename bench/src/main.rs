@@ -19,7 +19,9 @@ use serde_json::{Value, json};
 
 mod control_plane;
 mod data_plane;
+mod gossip;
 mod report;
+mod tunnel;
 
 #[derive(Parser)]
 #[command(
@@ -48,14 +50,26 @@ struct Cli {
 pub(crate) enum Part {
     ControlPlane,
     DataPlane,
+    Gossip,
+    Tunnel,
 }
 
 impl Part {
+    /// Every part, in report order.
+    pub(crate) const ALL: [Part; 4] = [
+        Part::ControlPlane,
+        Part::DataPlane,
+        Part::Gossip,
+        Part::Tunnel,
+    ];
+
     /// The prefix of the titles of this part's report sections.
     pub(crate) fn title_prefix(self) -> &'static str {
         match self {
             Part::ControlPlane => "Control plane",
             Part::DataPlane => "Data plane",
+            Part::Gossip => "Gossip",
+            Part::Tunnel => "Cross-cluster tunnel",
         }
     }
 }
@@ -121,7 +135,7 @@ fn main() -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let runs = |p: Part| cli.only.is_none_or(|o| o == p);
     let mut skipped = Vec::new();
-    for part in [Part::ControlPlane, Part::DataPlane] {
+    for part in Part::ALL {
         if !runs(part) {
             skipped.push(part);
             continue;
@@ -130,6 +144,8 @@ fn main() -> anyhow::Result<()> {
             match part {
                 Part::ControlPlane => control_plane::run(cli.quick, &mut values).await,
                 Part::DataPlane => data_plane::run(cli.quick, &mut values).await,
+                Part::Gossip => Ok(gossip::run(cli.quick, &mut values)),
+                Part::Tunnel => tunnel::run(cli.quick, &mut values).await,
             }
         };
         // On Ctrl-C the run is dropped, and with it every process it started.
