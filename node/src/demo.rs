@@ -11,7 +11,7 @@
 //!  at two thirds
 //! ```
 //!
-//! Gateways are not built yet, so the sample traffic stays inside east and
+//! Sidecars do not send through gateways yet, so the sample traffic stays inside east and
 //! `cross_cluster_requests` is 0; the federation itself is real. This module orchestrates;
 //! every decision is made by the processes it starts.
 
