@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod api;
+mod backoff;
 pub mod client;
 pub mod clock;
 pub mod control;

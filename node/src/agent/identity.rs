@@ -29,6 +29,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use super::metrics::Metrics;
+use crate::backoff::retrying;
 use crate::client::{ApiClient, ClientError};
 use crate::clock;
 use crate::paths::write_atomic;
@@ -86,7 +87,7 @@ pub enum CertError {
     Persist { path: PathBuf, message: String },
 }
 
-impl CertError {
+impl crate::backoff::Transient for CertError {
     /// True if retrying cannot help: the control plane answered and said no.
     fn is_permanent(&self) -> bool {
         match self {
@@ -154,7 +155,12 @@ impl Identities {
         for (svc, cached) in services.iter().zip(cached) {
             let td = match &trust_domain {
                 Some(td) => td.clone(),
-                None => retrying("learn the trust domain", || learn_trust_domain(client)).await?,
+                None => {
+                    retrying("learn the trust domain", MAX_RETRY_DELAY, || {
+                        learn_trust_domain(client)
+                    })
+                    .await?
+                }
             };
             let id = SpiffeId::workload(&td, "default", svc);
             let slot = match cached {
@@ -163,7 +169,7 @@ impl Identities {
                     c.slot
                 }
                 _ => {
-                    let fresh = retrying(&format!("obtain {id}"), || {
+                    let fresh = retrying(&format!("obtain {id}"), MAX_RETRY_DELAY, || {
                         fetch(client, data, svc, &id, ttl)
                     })
                     .await?;
@@ -262,26 +268,6 @@ fn persist(path: &Path, text: &str, mode: u32) -> Result<(), CertError> {
         path: path.to_owned(),
         message: format!("{e:#}"),
     })
-}
-
-/// Run `f` until it succeeds or fails permanently, backing off up to [`MAX_RETRY_DELAY`].
-async fn retrying<T, F, Fut>(what: &str, mut f: F) -> Result<T, CertError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, CertError>>,
-{
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) if e.is_permanent() => return Err(e),
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "cannot {what} yet");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX_RETRY_DELAY);
-            }
-        }
-    }
 }
 
 /// Keep `svid` fresh forever: renew at half its lifetime, retrying with capped backoff while

@@ -24,6 +24,7 @@ use mesh_proto::{NodeName, SpiffeId, TrustDomain};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
+use crate::backoff::retrying;
 use crate::client::{ApiClient, ClientError};
 use crate::clock;
 use crate::paths::write_atomic;
@@ -59,7 +60,7 @@ pub enum GatewayCertError {
     Persist { path: PathBuf, message: String },
 }
 
-impl GatewayCertError {
+impl crate::backoff::Transient for GatewayCertError {
     fn is_permanent(&self) -> bool {
         match self {
             Self::Refused { source, .. } | Self::Status(source) => {
@@ -113,10 +114,15 @@ pub(crate) async fn start(
         tracing::info!(id = %cached.id, "serving with the cached gateway SVID");
         return Ok(cached);
     }
-    let td = retrying("learn the trust domain", || learn_trust_domain(client)).await?;
+    let td = retrying("learn the trust domain", MAX_RETRY_DELAY, || {
+        learn_trust_domain(client)
+    })
+    .await?;
     let id = SpiffeId::gateway(&td, name);
-    let (chain, key, ca_pem) =
-        retrying(&format!("obtain {id}"), || fetch(client, data, &id, ttl)).await?;
+    let (chain, key, ca_pem) = retrying(&format!("obtain {id}"), MAX_RETRY_DELAY, || {
+        fetch(client, data, &id, ttl)
+    })
+    .await?;
     let slot = SvidSlot::from_pem(&chain, &key).map_err(|source| GatewayCertError::Material {
         id: id.clone(),
         source,
@@ -173,25 +179,6 @@ fn persist(path: &Path, text: &str, mode: u32) -> Result<(), GatewayCertError> {
         path: path.to_owned(),
         message: format!("{e:#}"),
     })
-}
-
-async fn retrying<T, F, Fut>(what: &str, mut f: F) -> Result<T, GatewayCertError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, GatewayCertError>>,
-{
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) if e.is_permanent() => return Err(e),
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "cannot {what} yet");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX_RETRY_DELAY);
-            }
-        }
-    }
 }
 
 /// Renews the SVID at half its lifetime, forever; failures keep the current one in use.
